@@ -1,0 +1,1 @@
+"""bonjax.train."""

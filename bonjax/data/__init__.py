@@ -8,9 +8,9 @@
 
 from bonjax.data.batching import FORMATS, TextFormat
 from bonjax.data.builders import BUILDERS, ArithConfig, MissingManualDataError
-from bonjax.data.loading import builder, load
+from bonjax.data.loading import get_builder, load
 from bonjax.data.pipeline import BatchIterator, prompt_batches, sft_batches
 from bonjax.data.tokenizer import Tokenizer
 
 __all__ = ["ArithConfig", "BUILDERS", "BatchIterator", "FORMATS", "MissingManualDataError",
-           "TextFormat", "Tokenizer", "builder", "load", "prompt_batches", "sft_batches"]
+           "TextFormat", "Tokenizer", "get_builder", "load", "prompt_batches", "sft_batches"]

@@ -14,7 +14,7 @@ from bonjax.data.builders._common import ManualDataBuilder
 FILE_FORMAT = "array_record"
 
 
-def builder(
+def get_builder(
     name: str,
     data_dir: str | os.PathLike | None = None,
     *,
@@ -55,7 +55,7 @@ def load(
   Returns:
     A sequence (``len``, ``source[i]``) of feature dicts; text features are UTF-8 ``bytes``.
   """
-  dataset = builder(name, data_dir, config=config)
+  dataset = get_builder(name, data_dir, config=config)
   if not dataset.is_prepared():
     if issubclass(type(dataset), ManualDataBuilder):
       default = os.path.join(dataset.data_dir_root, "downloads", "manual")

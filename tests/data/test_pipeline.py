@@ -7,12 +7,12 @@ import chex
 import numpy as np
 import pytest
 
-from bonjax.data import loading, pipeline
+from bonjax.data import arith, loading, pipeline
 from bonjax.data.builders import ArithConfig
 
-from .conftest import arith_examples
-
-SOURCE = arith_examples(23)
+# 23 arithmetic problems as a TFDS data source returns them (text features as bytes).
+SOURCE = [{key: value.encode() for key, value in arith.generate_problem(
+    np.random.default_rng([0, i]), "easy").items()} for i in range(23)]
 
 
 def _prompts(source=SOURCE, **kwargs):

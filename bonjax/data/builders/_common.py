@@ -55,7 +55,7 @@ class ManualDataBuilder(BonjaxBuilder, skip_registration=True):
     if missing:
       where = root if root is not None else "<manual_dir>"
       lines = [f"Dataset {cls.name!r} is read from files you download yourself, and the manual "
-               f"directory {where} lacks them. Missing:"]
+               f"directory {where} is missing or lacks them. Missing:"]
       lines += [f"  {where}/{pattern}" for pattern in missing]
       lines += ["", textwrap.dedent(cls.MANUAL_DOWNLOAD_INSTRUCTIONS).strip()]
       raise MissingManualDataError("\n".join(lines))
@@ -65,9 +65,10 @@ class ManualDataBuilder(BonjaxBuilder, skip_registration=True):
     try:
       root = dl_manager.manual_dir
     except AssertionError as e:  # tfds' error for a missing or empty manual directory.
-      default = dl_manager.download_dir / "manual"
-      raise MissingManualDataError(
-          f"No manual directory with the files of {self.name!r} (pass "
-          f"DownloadConfig(manual_dir=...); the default is {default}).\n\n"
-          f"{textwrap.dedent(self.MANUAL_DOWNLOAD_INSTRUCTIONS).strip()}") from e
+      try:
+        self.check_manual_dir(None)
+      except MissingManualDataError as missing:
+        raise MissingManualDataError(
+            f"{missing}\n\nWithout DownloadConfig(manual_dir=...), <manual_dir> is "
+            f"{dl_manager.download_dir / 'manual'}.") from e
     return self.check_manual_dir(root)

@@ -4,13 +4,14 @@ A source is any sequence of feature dicts (``len``, ``source[i]``), such as ``bo
 ArrayRecord data sources. Each epoch visits the examples in a permutation drawn from
 ``(seed, epoch)``; global batch ``k`` takes the next ``batch_size`` of them, and process ``p`` of
 ``P`` keeps rows ``[p * batch_size / P, (p + 1) * batch_size / P)`` and reads only those. So the
-global batches do not depend on the number of processes, and the whole iterator state is three
-integers, the same on every process::
+global batches do not depend on the number of processes, and the whole iterator state is four
+integers, the same on every process (``num_examples`` guards against resuming on other data)::
 
   {'seed': 0, 'epoch': 2, 'position': 384, 'num_examples': 20000}
 
 ``get_state()`` returns it (JSON-serializable, to save with a checkpoint) and ``set_state``
 restores it: the restored iterator yields exactly the batches an uninterrupted one would have.
+The process index and count default to ``jax.process_index()`` and ``jax.process_count()``.
 
 Packed SFT batches hold a variable number of examples, so every process tokenizes the examples
 of the whole global batch to agree on the packing, and keeps its own rows.
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from bonjax.data import batching
@@ -100,10 +102,8 @@ class BatchIterator(Iterator[dict[str, Any]]):
 
 def _process_info(process_index: int | None, process_count: int | None,
                   batch_size: int) -> tuple[int, int]:
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top  (only needed for the defaults)
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must lie in [0, {process_count}).")
   if batch_size % process_count:

@@ -3,8 +3,8 @@
 Special ids follow Gemma's tokenizer, so a model trained on a bonjax tokenizer and one loaded from a
 Gemma checkpoint share conventions: ``pad = 0``, ``eos = 1``, ``bos = 2``, ``unk = 3``.
 
-Tokenizers trained here round-trip text exactly (``decode(encode(t)) == t``): normalization is the
-identity, no dummy prefix is added, whitespace is kept as written, and byte fallback turns any
+Tokenizers trained here round-trip text exactly (``decode(encode(t)) == t``): normalization is
+the identity, no dummy prefix is added, whitespace is kept as written, and byte fallback turns any
 character outside the vocabulary into its UTF-8 bytes instead of ``<unk>``. The one exception is the
 character U+2581 (``▁``), which sentencepiece uses internally for a space and so decodes as ``' '``.
 """

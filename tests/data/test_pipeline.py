@@ -118,6 +118,12 @@ def test_processes_read_disjoint_slices_of_the_same_global_batch(kind, arith_tok
         np.testing.assert_array_equal(np.concatenate(halves), value, err_msg=key)
 
 
+def test_process_defaults_come_from_jax(arith_tokenizer):
+  explicit = next(MAKERS["sft"](arith_tokenizer))
+  default = next(pipeline.sft_batches(SOURCE, arith_tokenizer, batch_size=4, max_len=128, seed=3))
+  _assert_batches_equal([default], [explicit])
+
+
 def test_sft_batches_loss_on_solutions(arith_tokenizer):
   tok = arith_tokenizer
   batch = next(MAKERS["sft"](tok))

@@ -57,7 +57,7 @@ def load(
   """
   dataset = get_builder(name, data_dir, config=config)
   if not dataset.is_prepared():
-    if issubclass(type(dataset), ManualDataBuilder):
+    if isinstance(dataset, ManualDataBuilder):
       default = os.path.join(dataset.data_dir_root, "downloads", "manual")
       type(dataset).check_manual_dir(manual_dir if manual_dir is not None else default)
     dataset.download_and_prepare(

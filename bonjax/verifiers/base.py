@@ -17,6 +17,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 
+class MissingMetadataError(KeyError):
+  """A metadata dict lacks a key the verifier needs."""
+
+  def __str__(self) -> str:
+    return self.args[0]
+
+
 @runtime_checkable
 class VerifierProtocol(Protocol):
   """Anything with a ``score`` method of this signature can act as a verifier."""
@@ -71,7 +78,7 @@ def validate_inputs(prompts: Sequence[str], completions: Sequence[Sequence[str]]
   Raises:
     TypeError: a prompt or completion that is not a ``str``, a metadata entry that is not a dict.
     ValueError: lengths that disagree, or prompts with different numbers of completions.
-    KeyError: a metadata entry without a key the verifier needs.
+    MissingMetadataError (a KeyError): a metadata entry without a key the verifier needs.
   """
   for arg, value in (("prompts", prompts), ("completions", completions),
                      ("metadata", metadata)):
@@ -100,6 +107,6 @@ def validate_inputs(prompts: Sequence[str], completions: Sequence[Sequence[str]]
       raise TypeError(f"{verifier}: metadata[{i}] must be a dict, got {type(meta).__name__}")
     missing = [key for key in required_keys if key not in meta]
     if missing:
-      raise KeyError(f"metadata[{i}] has no {missing[0]!r} key; {verifier} needs: "
+      raise MissingMetadataError(f"metadata[{i}] has no {missing[0]!r} key; {verifier} needs: "
                      f"{', '.join(required_keys)}")
   return num_samples or 0

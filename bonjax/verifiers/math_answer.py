@@ -96,6 +96,8 @@ class MathAnswer(Verifier):
     if self.num_workers == 0:
       return super()._score_batch(prompts, completions, metadata)
     pairs = [(str(m["answer"]), c) for cs, m in zip(completions, metadata) for c in cs]
+    if not pairs:
+      return np.zeros((len(prompts), 0), np.float32)
     context = multiprocessing.get_context("spawn")  # Never fork a parent that may hold jax.
     with concurrent.futures.ProcessPoolExecutor(self.num_workers, mp_context=context) as pool:
       flat = list(pool.map(is_equivalent, *zip(*pairs), [self.timeout_s] * len(pairs),

@@ -119,15 +119,20 @@ def _world_accessible(path: str) -> bool:
 
 
 def _processes_of(uid: int) -> list[int]:
-  """Pids of the live processes owned by ``uid``."""
+  """Pids of the live (not zombie) processes owned by ``uid``."""
   pids = []
   for entry in os.scandir("/proc"):
-    if entry.name.isdigit():
-      try:
-        if entry.stat().st_uid == uid:
-          pids.append(int(entry.name))
-      except FileNotFoundError:
-        pass
+    if not entry.name.isdigit():
+      continue
+    try:
+      if entry.stat().st_uid != uid:
+        continue
+      with open(f"/proc/{entry.name}/stat", "rb") as f:
+        state = f.read().rpartition(b")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+      continue
+    if state not in (b"Z", b"X"):
+      pids.append(int(entry.name))
   return pids
 
 
@@ -332,9 +337,10 @@ class Sandbox:
     if uid is not None:
       # Descendants may have left the session. kill(-1) sent by a process of the uid reaches all
       # its processes; repeated while any remain (a fork bomb forks between the kill's visits).
-      for _ in range(20):
+      for attempt in range(50):
         if not _processes_of(uid):
           break
+        time.sleep(0.002 * attempt)  # Let SIGKILLed processes die before looking again.
         subprocess.run(["/bin/kill", "-9", "--", "-1"], user=uid, group=uid, extra_groups=[],
                        env=_MINIMAL_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        check=False)

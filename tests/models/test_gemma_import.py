@@ -7,6 +7,7 @@ the padded embedding table, so every transpose and slice the importer does is ch
 """
 
 import dataclasses
+import functools
 
 import chex
 import jax
@@ -147,8 +148,13 @@ _GEMMA2 = dataclasses.replace(
     use_post_attn_norm=True, use_post_ffw_norm=True)
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(cfg):
+  return jax.jit(models.Transformer(cfg).apply)
+
+
 def _bonjax_logits(cfg, params, tokens):
-  return np.asarray(models.Transformer(cfg).apply({'params': params}, tokens))
+  return np.asarray(_jitted_apply(cfg)({'params': params}, tokens))
 
 
 _TOKENS = np.random.default_rng(1).integers(0, 64, size=(2, 7)).astype(np.int32)

@@ -211,7 +211,7 @@ def test_missing_directory_raises():
 def test_missing_and_misshapen_parameters_are_named():
   tree = _gemma_tree(_GEMMA1_MQA, transpose_gating=False)
   del tree['transformer']['layer_1']['attn']['kv_einsum']
-  with pytest.raises(gemma_import.CheckpointFormatError, match="'layer_1/attn/kv_einsum/w'"):
+  with pytest.raises(gemma_import.CheckpointFormatError, match="no parameter 'layer_1/attn/kv_einsum/w'"):
     gemma_import.convert_gemma_params(tree, _GEMMA1_MQA)
 
   tree = _gemma_tree(_GEMMA1_MQA, transpose_gating=False)
@@ -221,12 +221,15 @@ def test_missing_and_misshapen_parameters_are_named():
     gemma_import.convert_gemma_params(tree, dataclasses.replace(_GEMMA1_MQA, num_heads=8))
 
 
-def test_too_small_vocabulary_and_extra_layers_are_errors():
+def test_too_small_vocabulary_and_unused_parameters_are_errors():
   tree = _gemma_tree(_GEMMA1_MQA, transpose_gating=False)
   with pytest.raises(gemma_import.CheckpointFormatError, match='input_embedding has shape'):
     gemma_import.convert_gemma_params(tree, dataclasses.replace(_GEMMA1_MQA, vocab_size=100))
-  with pytest.raises(gemma_import.CheckpointFormatError, match='more than the config'):
+  with pytest.raises(gemma_import.CheckpointFormatError, match=r"does not use .*'layer_1/attn"):
     gemma_import.convert_gemma_params(tree, dataclasses.replace(_GEMMA1_MQA, num_layers=1))
+  tree['transformer']['layer_0']['attn']['_query_norm'] = {'scale': np.ones(16, np.float32)}
+  with pytest.raises(gemma_import.CheckpointFormatError, match='layer_0/attn/_query_norm/scale'):
+    gemma_import.convert_gemma_params(tree, _GEMMA1_MQA)  # a Gemma 3 style QK-norm
 
 
 def test_expected_param_shapes_allocates_nothing_for_gemma_2b():

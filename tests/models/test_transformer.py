@@ -1,6 +1,7 @@
 """Tests of the transformer: forward == cached decoding, padding, shapes, counts and FLOPs."""
 
 import dataclasses
+import functools
 
 import chex
 import flax.linen as nn
@@ -24,14 +25,20 @@ CONFIGS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _init(cfg, seed=0):
+  """(model, params) for cfg; cached so that tests sharing a config share compilations."""
   model = models.Transformer(cfg)
-  params = nn.unbox(model.init(jax.random.key(seed), jnp.zeros((1, 4), jnp.int32))['params'])
-  # Give the zero-initialized norm scales some values, so that a mix-up between norms shows.
-  params = jax.tree_util.tree_map_with_path(
-      lambda path, x: (x + 0.1 * jax.random.normal(jax.random.key(len(path)), x.shape)
-                       if path[-1].key == 'scale' else x), params)
-  return model, params
+
+  @jax.jit
+  def init(key):
+    params = nn.unbox(model.init(key, jnp.zeros((1, 4), jnp.int32))['params'])
+    # Give the zero-initialized norm scales values, so that a mixed-up norm changes the logits.
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: (x + 0.1 * jax.random.normal(jax.random.key(len(path)), x.shape)
+                         if path[-1].key == 'scale' else x), params)
+
+  return model, init(jax.random.key(seed))
 
 
 def _tokens(shape, seed=1, vocab=TINY.vocab_size):
@@ -145,10 +152,10 @@ def test_bfloat16_activations_run_and_return_float32_logits():
   tokens = _tokens((2, 5))
   logits = jax.jit(model.apply)({'params': params}, tokens)
   assert logits.dtype == jnp.float32
-  f32_logits = models.Transformer(dataclasses.replace(cfg, dtype='float32')).apply(
+  f32_logits = jax.jit(models.Transformer(dataclasses.replace(cfg, dtype='float32')).apply)(
       {'params': params}, tokens)
   chex.assert_trees_all_close(logits, f32_logits, atol=0.1, rtol=0.1)
-  grads = jax.grad(lambda p: model.apply({'params': p}, tokens).mean())(params)
+  grads = jax.jit(jax.grad(lambda p: model.apply({'params': p}, tokens).mean()))(params)
   assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads))
 
 

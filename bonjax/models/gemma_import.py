@@ -4,9 +4,9 @@ The official parameter tree (``gemma.gm.nn.Transformer``, and ``gemma.transforme
 
     embedder/input_embedding                      [V_padded, D]
     layer_{i}/pre_attention_norm/scale            [D]            applied as (1 + scale)
-    layer_{i}/attn/q_einsum/w                     [N, D, H]      when num_kv_heads != num_heads
+    layer_{i}/attn/q_einsum/w                     [N, D, H]      when K != N (GQA, MQA)
     layer_{i}/attn/kv_einsum/w                    [2, K, D, H]   (k, v) stacked
-    layer_{i}/attn/qkv_einsum/w                   [3, N, D, H]   (q, k, v) when num_kv_heads == num_heads
+    layer_{i}/attn/qkv_einsum/w                   [3, N, D, H]   (q, k, v) when K == N
     layer_{i}/attn/attn_vec_einsum/w              [N, H, D]
     layer_{i}/post_attention_norm/scale           [D]            Gemma 2 only
     layer_{i}/pre_ffw_norm/scale                  [D]
@@ -80,7 +80,7 @@ def check_param_shapes(params: Params, config: TransformerConfig) -> None:
 
 
 def _unflatten_released_layout(tree: Mapping[str, Any]) -> dict[str, Any]:
-  """{'transformer/layer_0/attn/q_einsum': {'w': x}} -> {'layer_0': {'attn': {'q_einsum': {'w': x}}}}."""
+  """{'transformer/layer_0/attn/q_einsum': {'w': x}} -> {'layer_0': {'attn': {'q_einsum': ...}}}."""
   nested: dict[str, Any] = {}
   for key, value in tree.items():
     parts = key.split('/')

@@ -211,7 +211,8 @@ def test_missing_directory_raises():
 def test_missing_and_misshapen_parameters_are_named():
   tree = _gemma_tree(_GEMMA1_MQA, transpose_gating=False)
   del tree['transformer']['layer_1']['attn']['kv_einsum']
-  with pytest.raises(gemma_import.CheckpointFormatError, match="no parameter 'layer_1/attn/kv_einsum/w'"):
+  with pytest.raises(gemma_import.CheckpointFormatError,
+                     match="no parameter 'layer_1/attn/kv_einsum/w'"):
     gemma_import.convert_gemma_params(tree, _GEMMA1_MQA)
 
   tree = _gemma_tree(_GEMMA1_MQA, transpose_gating=False)

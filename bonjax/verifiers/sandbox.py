@@ -1,0 +1,350 @@
+"""Running untrusted Python programs against their unit tests, one fresh process each.
+
+The layers, outermost first (each holds on its own if another is missing):
+
+* a fresh ``python -I`` interpreter started with ``subprocess`` (never a fork of this process,
+  which may hold jax), with a minimal environment, stdin from /dev/null, in its own session;
+* when this process is root: a dedicated unprivileged uid per concurrent run (so the program cannot
+  signal this process, read root's files, or count against another run's process limit) and, when
+  ``unshare`` exists, a new network namespace without interfaces (no network at all);
+* resource limits set by the child harness before the program runs (CPU seconds, address space,
+  processes, file size, open files, no core dumps), a wall-clock deadline enforced from here, and a
+  cap on captured output (a run writing more is killed);
+* the child harness (``_sandbox_child.py``): an audit hook against introspection, sockets,
+  subprocesses and file access outside the run's temp dir, and a per-run secret token proving that
+  the tests ran to the end.
+
+After every run all processes of the run's uid (or session) are killed and its temp dir removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import math
+import os
+import pathlib
+import secrets
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+_CHILD_SOURCE = (pathlib.Path(__file__).with_name("_sandbox_child.py").read_text("utf-8")
+                 + "\nmain()\n")
+_MINIMAL_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+                "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"}
+# Sandbox uids are claimed with a lock file each, so that runs in several processes on one host
+# never share a uid (and never kill each other's processes).
+_LOCK_DIR = pathlib.Path(tempfile.gettempdir()) / "bonjax-sandbox-uids"
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxLimits:
+  """Resource limits for one program.
+
+  Attributes:
+    timeout_s: wall-clock seconds before the run is killed.
+    cpu_s: CPU seconds (RLIMIT_CPU); defaults to ``ceil(timeout_s)``.
+    memory_mb: address-space limit (RLIMIT_AS) in MiB.
+    max_processes: processes and threads of the run's uid (RLIMIT_NPROC; only with a sandbox uid).
+    max_file_mb: the largest file the program may write (RLIMIT_FSIZE), in MiB.
+    max_open_files: RLIMIT_NOFILE.
+    max_output_bytes: stdout and stderr are each kept up to this size; more kills the run.
+  """
+
+  timeout_s: float = 10.0
+  cpu_s: int | None = None
+  memory_mb: int = 1024
+  max_processes: int = 16
+  max_file_mb: int = 16
+  max_open_files: int = 64
+  max_output_bytes: int = 1 << 20
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if value is not None and not value > 0:
+        raise ValueError(f"SandboxLimits.{field.name} must be positive, got {value!r}")
+
+  def rlimits(self, with_nproc: bool) -> dict[str, int]:
+    limits = {"RLIMIT_CPU": self.cpu_s or math.ceil(self.timeout_s),
+              "RLIMIT_AS": self.memory_mb << 20,
+              "RLIMIT_FSIZE": self.max_file_mb << 20,
+              "RLIMIT_NOFILE": self.max_open_files,
+              "RLIMIT_CORE": 0}
+    if with_nproc:
+      limits["RLIMIT_NPROC"] = self.max_processes
+    return limits
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  """What one sandboxed run gave.
+
+  Attributes:
+    passed: asserts passed (binary mode: ``total`` when ``check`` returned, else 0).
+    total: asserts counted (binary mode: 1).
+    finished: the harness reported with the right token and the process exited cleanly.
+    returncode: the interpreter's exit status (negative: killed by that signal).
+    reason: "ok", "failed", "timeout", "output_limit" or "launch_error".
+    stdout, stderr: captured output, each cut at ``max_output_bytes``.
+  """
+
+  passed: int
+  total: int
+  finished: bool
+  returncode: int | None
+  reason: str
+  stdout: str = ""
+  stderr: str = ""
+
+  @property
+  def fraction(self) -> float:
+    return self.passed / self.total if self.finished and self.total else 0.0
+
+
+def _world_accessible(path: str) -> bool:
+  """True when a user other than the owner may execute ``path`` and walk to it."""
+  real = pathlib.Path(os.path.realpath(path))
+  if not real.is_file() or not real.stat().st_mode & stat.S_IXOTH:
+    return False
+  return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
+
+
+def _processes_of(uid: int) -> list[int]:
+  """Pids of the live (not zombie) processes owned by ``uid``."""
+  pids = []
+  for entry in os.scandir("/proc"):
+    if not entry.name.isdigit():
+      continue
+    try:
+      if entry.stat().st_uid != uid:
+        continue
+      with open(f"/proc/{entry.name}/stat", "rb") as f:
+        state = f.read().rpartition(b")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+      continue
+    if state not in (b"Z", b"X"):
+      pids.append(int(entry.name))
+  return pids
+
+
+def default_python() -> str:
+  """An interpreter an unprivileged uid can run: this one if it can, else the system python3."""
+  if os.geteuid() != 0 or _world_accessible(sys.executable):
+    return sys.executable
+  for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
+    if os.path.exists(candidate) and _world_accessible(candidate):
+      return candidate
+  return sys.executable
+
+
+class _UidPool:
+  """Hands out unprivileged uids, each held by at most one run on the host at a time."""
+
+  def __init__(self, first_uid: int, size: int):
+    self._uids = list(range(first_uid, first_uid + size))
+    self._lock = threading.Lock()
+    self._held: dict[int, int] = {}  # uid -> lock-file descriptor
+    self._available = threading.Semaphore(size)
+
+  def acquire(self) -> int:
+    self._available.acquire()
+    _LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+    while True:
+      with self._lock:
+        for uid in self._uids:
+          if uid in self._held:
+            continue
+          fd = os.open(_LOCK_DIR / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+          try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+          except BlockingIOError:
+            os.close(fd)
+            continue
+          self._held[uid] = fd
+          return uid
+      time.sleep(0.01)  # All free-looking uids are held by other processes.
+
+  def release(self, uid: int) -> None:
+    with self._lock:
+      os.close(self._held.pop(uid))  # Closing drops the flock.
+    self._available.release()
+
+
+_POOLS: dict[tuple[int, int], _UidPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _uid_pool(first_uid: int, size: int) -> _UidPool:
+  with _POOLS_LOCK:
+    return _POOLS.setdefault((first_uid, size), _UidPool(first_uid, size))
+
+
+class Sandbox:
+  """Runs HumanEval-style programs in isolated processes. Thread-safe: call ``run`` from a pool.
+
+  Args:
+    limits: resource limits for every run.
+    python: interpreter for the runs; default ``default_python()``.
+    isolate_user: run each program as its own unprivileged uid (needs root). None: when root.
+    isolate_network: new network namespace via ``unshare`` (needs root). None: when possible.
+    audit: install the child's audit hook (turn off only to test the outer layers alone).
+    first_uid, num_uids: the uid range to use; ``num_uids`` bounds concurrent runs on the host.
+  """
+
+  def __init__(self, limits: SandboxLimits = SandboxLimits(), *, python: str | None = None,
+               isolate_user: bool | None = None, isolate_network: bool | None = None,
+               audit: bool = True, first_uid: int = 61000, num_uids: int = 64):
+    is_root = os.geteuid() == 0
+    if isolate_user is None:
+      isolate_user = is_root
+    if isolate_user and not is_root:
+      raise ValueError("Sandbox(isolate_user=True) needs root (to switch to a sandbox uid)")
+    unshare = shutil.which("unshare")
+    if isolate_network is None:
+      isolate_network = is_root and isolate_user and unshare is not None
+    if isolate_network and not (is_root and isolate_user and unshare):
+      raise ValueError("Sandbox(isolate_network=True) needs root, isolate_user and `unshare`")
+    self.limits = limits
+    self.python = python or default_python()
+    self.isolate_user = isolate_user
+    self.isolate_network = isolate_network
+    self.audit = audit
+    self._unshare = unshare
+    self._uids = _uid_pool(first_uid, num_uids) if isolate_user else None
+
+  def run(self, program: str, test: str, entry_point: str, *, num_asserts: int = 1,
+          partial: bool = False) -> RunResult:
+    """Runs ``program``, then ``test``, then ``check(<entry_point>)``; never raises for the program.
+
+    ``test`` is the (possibly assert-rewritten, see ``asserts.py``) test code; ``num_asserts`` the
+    number of asserts it records in partial mode.
+    """
+    uid = self._uids.acquire() if self._uids else None
+    workdir = tempfile.mkdtemp(prefix="bonjax-sandbox-")
+    read_fd, write_fd = os.pipe()
+    process = None
+    try:
+      token = secrets.token_hex(16)
+      payload = {"token": token, "result_fd": write_fd, "program": program, "test": test,
+                 "entry_point": entry_point, "num_asserts": num_asserts, "partial": partial,
+                 "audit": self.audit}
+      payload_path = os.path.join(workdir, "payload.json")
+      with open(os.open(payload_path, os.O_CREAT | os.O_WRONLY, 0o600), "w") as f:
+        json.dump(payload, f)
+      command = [self.python, "-I", "-c", _CHILD_SOURCE,
+                 json.dumps(self.limits.rlimits(with_nproc=uid is not None))]
+      kwargs = {}
+      if uid is not None:
+        os.chown(workdir, uid, uid)
+        os.chown(payload_path, uid, uid)
+        if self.isolate_network:
+          command = [self._unshare, "--net", f"--setuid={uid}", f"--setgid={uid}", "--", *command]
+        else:
+          kwargs = {"user": uid, "group": uid, "extra_groups": []}
+      os.chmod(workdir, 0o700)
+      try:
+        process = subprocess.Popen(
+            command, cwd=workdir, env=_MINIMAL_ENV, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(write_fd,),
+            start_new_session=True, close_fds=True, **kwargs)
+      except OSError as error:
+        return RunResult(0, num_asserts, False, None, "launch_error", stderr=str(error))
+      os.close(write_fd)
+      write_fd = -1
+      return self._collect(process, read_fd, token, num_asserts)
+    finally:
+      if write_fd >= 0:
+        os.close(write_fd)
+      os.close(read_fd)
+      self._kill_all(process, uid)
+      if uid is not None:
+        self._uids.release(uid)
+      shutil.rmtree(workdir, ignore_errors=True)
+
+  def _collect(self, process: subprocess.Popen, result_fd: int, token: str,
+               num_asserts: int) -> RunResult:
+    """Reads output until the process exits or the deadline passes; parses the result."""
+    cap = self.limits.max_output_bytes
+    buffers = {process.stdout.fileno(): bytearray(), process.stderr.fileno(): bytearray(),
+               result_fd: bytearray()}
+    deadline = time.monotonic() + self.limits.timeout_s
+    reason = None
+    with selectors.DefaultSelector() as selector:
+      for fd in buffers:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+      exited = False
+      while selector.get_map():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+          reason = "timeout"
+          break
+        # After the main process exits, descendants may keep the pipes open: stop soon after.
+        events = selector.select(timeout=0.0 if exited else min(remaining, 0.1))
+        for key, _ in events:
+          try:
+            chunk = os.read(key.fd, 65536)
+          except BlockingIOError:
+            continue
+          if not chunk:
+            selector.unregister(key.fd)
+            continue
+          buffers[key.fd] += chunk
+          if len(buffers[key.fd]) > cap:
+            reason = "output_limit"
+        if reason:
+          break
+        if exited and not events:
+          break
+        exited = exited or process.poll() is not None
+    if reason is None:
+      try:  # The process may have closed its pipes and still be running.
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        reason = "timeout"
+    if reason:
+      self._kill_all(process, None)
+    returncode = process.wait()
+    stdout, stderr, report = (bytes(buffers[fd][:cap]).decode("utf-8", "replace")
+                              for fd in buffers)
+    passed, finished = 0, False
+    for line in report.splitlines():
+      fields = line.split()
+      if len(fields) == 3 and fields[0] == token and fields[2] == str(num_asserts):
+        passed, finished = int(fields[1]), returncode == 0
+    if reason is None:
+      reason = "ok" if finished and passed == num_asserts else "failed"
+    return RunResult(passed if finished else 0, num_asserts, finished, returncode, reason,
+                     stdout, stderr)
+
+  def _kill_all(self, process: subprocess.Popen | None, uid: int | None) -> None:
+    """Kills the run's process group and, with a sandbox uid, every process of that uid."""
+    if process is None:
+      return
+    try:
+      os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+      pass
+    if uid is not None:
+      # Descendants may have left the session. kill(-1) sent by a process of the uid reaches all
+      # its processes; repeated while any remain (a fork bomb forks between the kill's visits).
+      for attempt in range(50):
+        if not _processes_of(uid):
+          break
+        time.sleep(0.002 * attempt)  # Let SIGKILLed processes die before looking again.
+        subprocess.run(["/bin/kill", "-9", "--", "-1"], user=uid, group=uid, extra_groups=[],
+                       env=_MINIMAL_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+    try:
+      process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+      process.kill()

@@ -113,6 +113,7 @@ def reward_logits(model: RewardModel, params: PyTree, tokens: jax.Array,
   return model.apply({'params': params}, tokens, lengths)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init_params(config: models.TransformerConfig, rng: jax.Array) -> PyTree:
   """Fresh, unboxed reward-model parameters for `config`."""
   tokens = jnp.zeros((1, 2), jnp.int32)

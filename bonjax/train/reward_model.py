@@ -57,11 +57,15 @@ def read_triples(path: str | os.PathLike[str]) -> list[Triple]:
     for line_number, line in enumerate(f, 1):
       if not line.strip():
         continue
-      record = json.loads(line)
-      missing = [k for k in ('prompt', 'completion', 'correct') if k not in record]
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path}:{line_number} is not a JSON object: {e}') from None
+      missing = [k for k in ('prompt', 'completion', 'correct')
+                 if not isinstance(record, dict) or k not in record]
       if missing:
-        raise KeyError(f'{path}:{line_number} has no {missing} key(s); each line needs '
-                       '"prompt", "completion" and "correct"')
+        raise ValueError(f'{path}:{line_number} has no {missing} key(s); each line needs '
+                         '"prompt", "completion" and "correct"')
       triples.append(Triple(record['prompt'], record['completion'], bool(record['correct'])))
   return triples
 
@@ -249,8 +253,8 @@ def train_reward_model(workdir: str, triples: Sequence[Triple], tokenizer_path: 
   params = learned.init_params(config, jax.random.key(seed))
   if init_from is not None:
     params['trunk'] = restore_params(init_from, params['trunk'])
-  schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(warmup_steps, num_steps),
-                                                num_steps)
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, learning_rate, min(warmup_steps, num_steps - 1), num_steps)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0),
                           optax.adamw(schedule, weight_decay=weight_decay))
   opt_state = optimizer.init(params)

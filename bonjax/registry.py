@@ -17,7 +17,6 @@ name that will not change, and add a test that a config using it parses.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -26,10 +25,6 @@ import gin
 
 from bonjax import verifiers
 from bonjax.train import reward_model
-
-# The repository root: config files `include` each other by paths relative to it.
-CONFIG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def _register(fn_or_cls: Any, name: str, module: str) -> Any:
   return gin.external_configurable(fn_or_cls, name=name, module=module)
@@ -50,18 +45,17 @@ policy_triples = _register(reward_model.policy_triples, 'policy_triples', 'bonja
 read_triples = _register(reward_model.read_triples, 'read_triples', 'bonjax.train')
 
 
-@functools.cache
-def _add_config_root_to_search_path() -> None:
-  gin.add_config_file_search_path(CONFIG_ROOT)
-
-
 def parse_config(gin_files: Sequence[str] = (), bindings: Sequence[str] = ()) -> None:
   """Parses config files, then extra bindings (later ones win), and finalizes the config.
 
-  Config files and their ``include`` lines are found relative to the working directory, then to
-  the repository root, so ``include 'experiments/base/reward_model.gin'`` works from anywhere.
-  Raises ValueError naming an unknown configurable or parameter (with its file and line), and
-  OSError naming a config file found in neither place.
+  Paths, and the ``include`` lines of config files, are relative to the working directory (the
+  repository root for ``experiments/``). Raises FileNotFoundError naming a missing config file,
+  and ValueError naming an unknown configurable or parameter (with its file and line).
   """
-  _add_config_root_to_search_path()
+  # Checked here because gin, not finding a relative path, looks it up as a Python package and
+  # fails with a TypeError on namespace packages such as `experiments`.
+  missing = [path for path in gin_files if not os.path.isfile(path)]
+  if missing:
+    raise FileNotFoundError(f'gin config file(s) not found: {missing} (paths are relative to '
+                            f'the working directory {os.getcwd()})')
   gin.parse_config_files_and_bindings(list(gin_files), list(bindings))

@@ -128,9 +128,12 @@ def generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: 
   _check_inputs(model, prompts, prompt_lengths, num_samples, max_new_tokens, sampler, eos_id,
                 pad_id)
   keys = prompt_keys(rng, prompts.shape[0])
+  # Python floats and numpy/jax scalars of any precision trace alike: no re-compilation when only
+  # a sampler parameter's value (or its Python type) changes.
+  sampler = jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float32), sampler)
   return _generate(model, params, prompts.astype(jnp.int32), prompt_lengths.astype(jnp.int32),
-                   keys, sampler, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                   eos_id=eos_id, pad_id=pad_id,
+                   keys, sampler, jnp.int32(eos_id), jnp.int32(pad_id), num_samples=num_samples,
+                   max_new_tokens=max_new_tokens,
                    return_untempered_logprobs=return_untempered_logprobs)
 
 
@@ -138,11 +141,11 @@ def _token_log_probs(log_probs: jax.Array, tokens: jax.Array) -> jax.Array:
   return jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'num_samples', 'max_new_tokens', 'eos_id',
-                                             'pad_id', 'return_untempered_logprobs'))
+@functools.partial(jax.jit, static_argnames=('model', 'num_samples', 'max_new_tokens',
+                                             'return_untempered_logprobs'))
 def _generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: jax.Array,
-              keys: jax.Array, sampler: Sampler, *, num_samples: int, max_new_tokens: int,
-              eos_id: int, pad_id: int, return_untempered_logprobs: bool) -> Samples:
+              keys: jax.Array, sampler: Sampler, eos_id: jax.Array, pad_id: jax.Array, *,
+              num_samples: int, max_new_tokens: int, return_untempered_logprobs: bool) -> Samples:
   """The whole generation as one XLA program (compiled once per model, shapes and sampler type)."""
   config = model.config
   batch_size, prompt_len = prompts.shape

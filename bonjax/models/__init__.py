@@ -1,1 +1,17 @@
-"""bonjax.models."""
+"""bonjax.models: the Gemma-family transformer, its configs and its KV cache."""
+
+from bonjax.models.cache import cache_logical_axes, init_cache, repeat_cache
+from bonjax.models.config import PRESET_NAMES, TransformerConfig, get_config
+from bonjax.models.transformer import Transformer, flops_per_token, param_count
+
+__all__ = [
+    'PRESET_NAMES',
+    'Transformer',
+    'TransformerConfig',
+    'cache_logical_axes',
+    'flops_per_token',
+    'get_config',
+    'init_cache',
+    'param_count',
+    'repeat_cache',
+]

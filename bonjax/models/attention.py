@@ -1,0 +1,107 @@
+"""Multi-head / multi-query / grouped-query self-attention with RoPE and an optional KV cache.
+
+Shapes use one-letter axis names: B batch, L query length, S key length (the whole cache when
+decoding), D embed_dim, N query heads, K key/value heads, G = N // K query heads per KV head,
+H head_dim. Query heads are grouped as [K, G] so that GQA never materializes repeated keys or
+values: the einsums contract each group of G query heads against its one shared KV head.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bonjax.models import layers
+from bonjax.models.config import TransformerConfig
+
+LayerCache = dict[str, jax.Array]  # {'k': [B, S, K, H], 'v': [B, S, K, H]}
+
+# Masked logits get the most negative finite float32, not -inf: a row with no visible key (a
+# padding query) then gets a uniform distribution instead of NaNs that would leak into gradients.
+_MASKED = float(jnp.finfo(jnp.float32).min)
+
+
+class Attention(nn.Module):
+  """Self-attention over the current tokens, or over a KV cache they are first written into."""
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(
+      self,
+      x: jax.Array,
+      positions: jax.Array,
+      mask: jax.Array,
+      layer_cache: LayerCache | None = None,
+      cache_index: jax.Array | None = None,
+  ) -> tuple[jax.Array, LayerCache | None]:
+    """Attends x [B, L, D] at positions [B, L] under mask [B, L, S] (True = may attend).
+
+    Without a cache, S = L and keys/values come from x. With a cache, this chunk's keys and values
+    are first written at slots [cache_index, cache_index + L), then all S cache slots are the keys.
+    Returns the output [B, L, D] and the updated layer cache (None without a cache).
+    """
+    cfg = self.config
+    dtype = cfg.dtype
+    num_groups = cfg.num_heads // cfg.num_kv_heads
+
+    def kernel(name, shape, names, in_axes, out_axes):
+      init = nn.with_logical_partitioning(layers.kernel_init(in_axes, out_axes), names)
+      return self.param(name, init, shape, cfg.param_dtype).astype(dtype)
+
+    w_q = kernel('q', (cfg.embed_dim, cfg.num_heads, cfg.head_dim),
+                 ('embed', 'heads', 'head_dim'), (0,), (1, 2))
+    w_k = kernel('k', (cfg.embed_dim, cfg.num_kv_heads, cfg.head_dim),
+                 ('embed', 'kv_heads', 'head_dim'), (0,), (1, 2))
+    w_v = kernel('v', (cfg.embed_dim, cfg.num_kv_heads, cfg.head_dim),
+                 ('embed', 'kv_heads', 'head_dim'), (0,), (1, 2))
+    w_o = kernel('o', (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
+                 ('heads', 'head_dim', 'embed'), (0, 1), (2,))
+
+    q = jnp.einsum('BLD,DNH->BLNH', x, w_q)
+    k = jnp.einsum('BLD,DKH->BLKH', x, w_k)
+    v = jnp.einsum('BLD,DKH->BLKH', x, w_v)
+    q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'head_dim'))
+    # Keys/values stay unconstrained: with few KV heads (MQA) the 'kv_heads' dimension may not
+    # divide the tensor-parallel axis, and the compiler places them well from the weights.
+
+    q = layers.apply_rope(q, positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, dtype)
+    k = layers.apply_rope(k, positions, cfg.rope_base)
+
+    new_cache = None
+    if layer_cache is not None:
+      # Write this chunk into the cache in place (no concatenation: shapes stay static for jit and
+      # XLA can update the buffer without copying it), then attend over every slot.
+      start = (0, cache_index, 0, 0)
+      k_all = jax.lax.dynamic_update_slice(layer_cache['k'], k.astype(layer_cache['k'].dtype), start)
+      v_all = jax.lax.dynamic_update_slice(layer_cache['v'], v.astype(layer_cache['v'].dtype), start)
+      new_cache = {'k': k_all, 'v': v_all}
+      k, v = k_all.astype(dtype), v_all.astype(dtype)
+
+    batch, length = x.shape[:2]
+    q = q.reshape(batch, length, cfg.num_kv_heads, num_groups, cfg.head_dim)
+    logits = jnp.einsum('BLKGH,BSKH->BKGLS', q, k, preferred_element_type=jnp.float32)
+    logits = layers.softcap(logits, cfg.attn_logits_softcap)
+    logits = jnp.where(mask[:, None, None, :, :], logits, _MASKED)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+
+    encoded = jnp.einsum('BKGLS,BSKH->BLKGH', probs, v)
+    encoded = encoded.reshape(batch, length, cfg.num_heads, cfg.head_dim)
+    return jnp.einsum('BLNH,NHD->BLD', encoded, w_o), new_cache
+
+
+def attention_mask(query_positions: jax.Array, key_positions: jax.Array,
+                   sliding_window: int | None = None) -> jax.Array:
+  """Which keys each query may attend to: bool [B, L, S].
+
+  A query at position q sees a key at position p iff the key is real (p >= 0; padding and empty
+  cache slots carry -1), not in the future (p <= q) and, for sliding-window layers, recent enough
+  (q - p < sliding_window).
+  """
+  q = query_positions[:, :, None]
+  p = key_positions[:, None, :]
+  mask = (p >= 0) & (p <= q)
+  if sliding_window is not None:
+    mask &= q - p < sliding_window
+  return mask

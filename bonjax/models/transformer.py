@@ -1,0 +1,154 @@
+"""The Gemma-family decoder-only transformer, its parameter count and its training FLOPs.
+
+    tokens -> embed * sqrt(D) -> num_layers x Block -> RMSNorm -> @ embedding.T -> (softcap) logits
+
+    Block(x) = x + [post_attn_norm](Attention(pre_attention_norm(x)))
+             then  + [post_ffw_norm](GeGLU(pre_ffw_norm(x)))
+
+One module serves training (the whole sequence at once) and decoding (through a KV cache); both
+paths share the weights and the masking rule (`attention.attention_mask`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bonjax.models import layers
+from bonjax.models.attention import Attention, LayerCache, attention_mask
+from bonjax.models.cache import Cache
+from bonjax.models.config import LOCAL, TransformerConfig
+
+
+class Block(nn.Module):
+  """One pre-norm transformer layer: attention then GeGLU MLP, each added to the residual."""
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
+               layer_cache: LayerCache | None, cache_index: jax.Array | None
+               ) -> tuple[jax.Array, LayerCache | None]:
+    cfg = self.config
+    norm = functools.partial(layers.RMSNorm, eps=cfg.norm_eps, param_dtype=cfg.param_dtype)
+
+    h = norm(name='pre_attention_norm')(x)
+    h, layer_cache = Attention(cfg, name='attn')(h, positions, mask, layer_cache, cache_index)
+    if cfg.use_post_attn_norm:
+      h = norm(name='post_attention_norm')(h)
+    x = x + h
+
+    h = norm(name='pre_ffw_norm')(x)
+    h = layers.FeedForward(cfg.embed_dim, cfg.mlp_dim, cfg.dtype, cfg.param_dtype, name='mlp')(h)
+    if cfg.use_post_ffw_norm:
+      h = norm(name='post_ffw_norm')(h)
+    x = x + h
+    return nn.with_logical_constraint(x, ('batch', 'length', 'embed')), layer_cache
+
+
+class Transformer(nn.Module):
+  """Decoder-only transformer. See MODEL_API.md (and `__call__`) for the calling convention.
+
+  Parameters: {'embedder': {'embedding': [V, D]},
+               'layer_{i}': {'pre_attention_norm', 'attn': {'q', 'k', 'v', 'o'},
+                             ['post_attention_norm'], 'pre_ffw_norm',
+                             'mlp': {'gate', 'up', 'down'}, ['post_ffw_norm']},
+               'final_norm': {'scale': [D]}}
+  with q [D, N, H], k and v [D, K, H], o [N, H, D], gate and up [D, F], down [F, D] and every norm
+  {'scale': [D]} (applied as 1 + scale).
+  """
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(
+      self,
+      tokens: jax.Array,
+      positions: jax.Array | None = None,
+      input_mask: jax.Array | None = None,
+      cache: Cache | None = None,
+  ) -> jax.Array | tuple[jax.Array, Cache]:
+    """Runs the model on tokens int32 [B, L].
+
+    Args:
+      tokens: token ids [B, L].
+      positions: position of each token [B, L] (RoPE and causal order). Defaults to
+        arange(L), offset by cache['index'] when a cache is given.
+      input_mask: bool [B, L], False for padding tokens, which are never attended to. Defaults to
+        all True.
+      cache: None for the training forward; otherwise a cache from `init_cache` into which the
+        tokens are written at slots [cache['index'], cache['index'] + L).
+
+    Returns:
+      float32 logits [B, L, vocab_size]; with a cache, (logits, updated cache).
+    """
+    cfg = self.config
+    batch, length = tokens.shape
+    start = jnp.zeros((), jnp.int32) if cache is None else cache['index']
+    if positions is None:
+      positions = jnp.broadcast_to(start + jnp.arange(length, dtype=jnp.int32), (batch, length))
+    if input_mask is None:
+      input_mask = jnp.ones((batch, length), jnp.bool_)
+    token_positions = jnp.where(input_mask, positions, -1)
+
+    if cache is None:
+      key_positions = token_positions
+    else:
+      key_positions = jax.lax.dynamic_update_slice(cache['positions'], token_positions, (0, start))
+    # One mask per attention type, shared by all layers of that type.
+    masks = {t: attention_mask(positions, key_positions, cfg.sliding_window if t == LOCAL else None)
+             for t in set(cfg.layer_attention_types)}
+
+    embedder = layers.Embedder(cfg.vocab_size, cfg.embed_dim, cfg.dtype, cfg.param_dtype,
+                               name='embedder')
+    x = embedder.encode(tokens)
+    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+
+    block_cls = nn.remat(Block) if cfg.remat else Block
+    new_layer_caches = []
+    for i, attention_type in enumerate(cfg.layer_attention_types):
+      layer_cache = None if cache is None else cache['layers'][i]
+      x, layer_cache = block_cls(cfg, name=f'layer_{i}')(
+          x, positions, masks[attention_type], layer_cache, None if cache is None else start)
+      new_layer_caches.append(layer_cache)
+
+    x = layers.RMSNorm(cfg.norm_eps, cfg.param_dtype, name='final_norm')(x)
+    logits = embedder.decode(x).astype(jnp.float32)
+    logits = layers.softcap(logits, cfg.final_logits_softcap)
+    logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+
+    if cache is None:
+      return logits
+    new_cache = {'index': start + length, 'positions': key_positions, 'layers': new_layer_caches}
+    return logits, new_cache
+
+
+@functools.lru_cache(maxsize=None)
+def param_count(config: TransformerConfig) -> int:
+  """Number of parameters, from shapes alone (`jax.eval_shape`: nothing is allocated)."""
+  shapes = jax.eval_shape(Transformer(config).init, jax.random.key(0),
+                          jnp.zeros((1, 1), jnp.int32))
+  leaves = jax.tree.leaves(nn.unbox(shapes['params']))
+  return sum(leaf.size for leaf in leaves)
+
+
+def flops_per_token(config: TransformerConfig, seq_len: int) -> float:
+  """Training FLOPs (forward + backward) per token for sequences of `seq_len` tokens.
+
+  6 * N + 12 * sum over layers of (num_heads * head_dim * context), as in the PaLM paper
+  (Chowdhery et al. 2022, appendix B): N parameters cost 2 FLOPs each per token forward and 4
+  backward; the attention scores and the weighted sum of values each cost 2 * N*H * context per
+  token forward, tripled for the backward. N includes the embedding table, which is the (tied)
+  output projection; the context is seq_len (not halved for causality, as in PaLM) and at most
+  sliding_window on local layers.
+  """
+  if seq_len <= 0:
+    raise ValueError(f'seq_len must be positive, got {seq_len}')
+  attention = 0
+  for attention_type in config.layer_attention_types:
+    context = seq_len if attention_type != LOCAL else min(seq_len, config.sliding_window)
+    attention += 12 * config.num_heads * config.head_dim * context
+  return float(6 * param_count(config) + attention)

@@ -1,0 +1,213 @@
+"""Tests of the transformer: forward == cached decoding, padding, shapes, counts and FLOPs."""
+
+import dataclasses
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bonjax import models
+
+TINY = models.get_config('tiny')
+# Gemma 2 features switched on, with a window (3) much shorter than the test sequences (9).
+GEMMA2_STYLE = dict(attention_types=('local', 'global'), sliding_window=3, attn_logits_softcap=5.0,
+                    final_logits_softcap=3.0, use_post_attn_norm=True, use_post_ffw_norm=True,
+                    query_pre_attn_scalar=24)
+CONFIGS = {
+    f'{kind}{"-gemma2" if gemma2 else ""}': dataclasses.replace(
+        TINY, num_kv_heads=kv_heads, **(GEMMA2_STYLE if gemma2 else {}))
+    for kind, kv_heads in (('mha', 4), ('gqa', 2), ('mqa', 1))
+    for gemma2 in (False, True)
+}
+
+
+def _init(cfg, seed=0):
+  model = models.Transformer(cfg)
+  params = nn.unbox(model.init(jax.random.key(seed), jnp.zeros((1, 4), jnp.int32))['params'])
+  # Give the zero-initialized norm scales some values, so that a mix-up between norms shows.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: (x + 0.1 * jax.random.normal(jax.random.key(len(path)), x.shape)
+                       if path[-1].key == 'scale' else x), params)
+  return model, params
+
+
+def _tokens(shape, seed=1, vocab=TINY.vocab_size):
+  return jax.random.randint(jax.random.key(seed), shape, 0, vocab, dtype=jnp.int32)
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_forward_equals_prefill_then_decode(name):
+  cfg = CONFIGS[name]
+  model, params = _init(cfg)
+  batch, prompt_len, total = 2, 4, 9
+  tokens = _tokens((batch, total))
+  apply = jax.jit(model.apply)
+
+  full_logits = apply({'params': params}, tokens)
+
+  cache = models.init_cache(cfg, batch, cache_len=total + 2)
+  logits, cache = apply({'params': params}, tokens[:, :prompt_len], cache=cache)
+  step_logits = [logits]
+  for t in range(prompt_len, total):
+    logits, cache = apply({'params': params}, tokens[:, t:t + 1], cache=cache)
+    step_logits.append(logits)
+
+  chex.assert_shape(full_logits, (batch, total, cfg.vocab_size))
+  chex.assert_trees_all_close(jnp.concatenate(step_logits, axis=1), full_logits, atol=1e-5,
+                              rtol=1e-5)
+  assert int(cache['index']) == total
+
+
+@pytest.mark.parametrize('name', ['gqa', 'mqa-gemma2'])
+def test_right_padded_prompts_of_different_lengths_decode_like_unpadded(name):
+  cfg = CONFIGS[name]
+  model, params = _init(cfg)
+  apply = jax.jit(model.apply)
+  prompt_lens, padded_len, new_tokens = np.array([5, 2, 4]), 5, 4
+  batch = len(prompt_lens)
+  rows = [np.asarray(_tokens((n + new_tokens,), seed=10 + b)) for b, n in enumerate(prompt_lens)]
+
+  prompts = np.zeros((batch, padded_len), np.int32)
+  for b, n in enumerate(prompt_lens):
+    prompts[b, :n] = rows[b][:n]
+  input_mask = np.arange(padded_len)[None] < prompt_lens[:, None]
+  cache = models.init_cache(cfg, batch, padded_len + new_tokens)
+  prefill_logits, cache = apply({'params': params}, jnp.asarray(prompts),
+                                input_mask=jnp.asarray(input_mask), cache=cache)
+  decode_logits = []
+  for t in range(new_tokens):
+    step = np.array([[rows[b][n + t]] for b, n in enumerate(prompt_lens)], np.int32)
+    logits, cache = apply({'params': params}, jnp.asarray(step),
+                          positions=jnp.asarray(prompt_lens[:, None] + t), cache=cache)
+    decode_logits.append(logits[:, 0])
+
+  for b, n in enumerate(prompt_lens):
+    expected = apply({'params': params}, jnp.asarray(rows[b][None]))[0]
+    chex.assert_trees_all_close(prefill_logits[b, :n], expected[:n], atol=1e-5, rtol=1e-5)
+    got = jnp.stack([step[b] for step in decode_logits])
+    chex.assert_trees_all_close(got, expected[n:], atol=1e-5, rtol=1e-5)
+
+
+def test_padding_tokens_do_not_affect_real_logits():
+  cfg = CONFIGS['gqa-gemma2']
+  model, params = _init(cfg)
+  apply = jax.jit(model.apply)
+  real = _tokens((1, 6))
+  mask = jnp.array([[True] * 6 + [False] * 3])
+  pad_a = jnp.concatenate([real, jnp.zeros((1, 3), jnp.int32)], axis=1)
+  pad_b = jnp.concatenate([real, _tokens((1, 3), seed=7)], axis=1)
+
+  expected = apply({'params': params}, real)
+  for padded in (pad_a, pad_b):
+    logits = apply({'params': params}, padded, input_mask=mask)
+    chex.assert_trees_all_close(logits[:, :6], expected, atol=1e-5, rtol=1e-5)
+    assert jnp.all(jnp.isfinite(logits))
+
+
+def test_repeat_cache_gives_each_copy_the_same_continuation():
+  cfg = CONFIGS['mqa']
+  model, params = _init(cfg)
+  apply = jax.jit(model.apply)
+  cache = models.init_cache(cfg, 2, 8)
+  _, cache = apply({'params': params}, _tokens((2, 3)), cache=cache)
+  repeated = models.repeat_cache(cache, 3)
+  chex.assert_shape(repeated['positions'], (6, 8))
+  chex.assert_shape(repeated['layers'][0]['k'], (6, 8, cfg.num_kv_heads, cfg.head_dim))
+  assert int(repeated['index']) == 3
+
+  next_tokens = _tokens((2, 1), seed=3)
+  logits, _ = apply({'params': params}, next_tokens, cache=cache)
+  repeated_logits, _ = apply({'params': params}, jnp.repeat(next_tokens, 3, axis=0),
+                             cache=repeated)
+  chex.assert_trees_all_close(repeated_logits, jnp.repeat(logits, 3, axis=0), atol=1e-6)
+
+
+def test_positions_drive_rope_and_causality():
+  # Shifting every position by a constant leaves the logits unchanged (RoPE is relative), while
+  # a different causal order (reversed positions) changes them.
+  model, params = _init(CONFIGS['gqa'])
+  apply = jax.jit(model.apply)
+  tokens = _tokens((1, 6))
+  base = apply({'params': params}, tokens)
+  shifted = apply({'params': params}, tokens, positions=jnp.arange(6)[None] + 11)
+  chex.assert_trees_all_close(shifted, base, atol=1e-4, rtol=1e-4)
+  reversed_order = apply({'params': params}, tokens, positions=jnp.arange(6)[None, ::-1])
+  assert not np.allclose(reversed_order, base, atol=1e-3)
+
+
+def test_bfloat16_activations_run_and_return_float32_logits():
+  cfg = dataclasses.replace(TINY, dtype=jnp.bfloat16, remat=True)
+  assert cfg.dtype == 'bfloat16'
+  model, params = _init(cfg)
+  tokens = _tokens((2, 5))
+  logits = jax.jit(model.apply)({'params': params}, tokens)
+  assert logits.dtype == jnp.float32
+  f32_logits = models.Transformer(dataclasses.replace(cfg, dtype='float32')).apply(
+      {'params': params}, tokens)
+  chex.assert_trees_all_close(logits, f32_logits, atol=0.1, rtol=0.1)
+  grads = jax.grad(lambda p: model.apply({'params': p}, tokens).mean())(params)
+  assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_params_and_activations_carry_logical_axis_names():
+  cfg = CONFIGS['gqa-gemma2']
+  boxed = jax.eval_shape(models.Transformer(cfg).init, jax.random.key(0),
+                         jnp.zeros((1, 2), jnp.int32))['params']
+  specs = nn.get_partition_spec(boxed)
+  assert specs['embedder']['embedding'] == jax.sharding.PartitionSpec('vocab', 'embed')
+  assert specs['layer_0']['attn']['q'] == jax.sharding.PartitionSpec('embed', 'heads', 'head_dim')
+  assert specs['layer_0']['attn']['k'] == jax.sharding.PartitionSpec(
+      'embed', 'kv_heads', 'head_dim')
+  assert specs['layer_1']['mlp']['down'] == jax.sharding.PartitionSpec('mlp', 'embed')
+  assert specs['layer_1']['post_ffw_norm']['scale'] == jax.sharding.PartitionSpec('embed')
+  every_leaf_named = jax.tree.leaves(
+      jax.tree.map(lambda x: isinstance(x, nn.LogicallyPartitioned), boxed,
+                   is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)))
+  assert all(every_leaf_named)
+
+
+# Published parameter counts (Hugging Face model cards / `model.num_parameters()` of the
+# google/gemma-2b, gemma-7b, gemma-2-2b and gemma-2-9b releases, vocabulary 256,000, tied
+# embeddings counted once).
+PUBLISHED_PARAM_COUNTS = {
+    'gemma_2b': 2_506_172_416,
+    'gemma_7b': 8_537_680_896,
+    'gemma2_2b': 2_614_341_888,
+    'gemma2_9b': 9_241_705_984,
+}
+
+
+@pytest.mark.parametrize('name', sorted(PUBLISHED_PARAM_COUNTS))
+def test_presets_have_the_published_parameter_counts(name):
+  assert models.param_count(models.get_config(name)) == PUBLISHED_PARAM_COUNTS[name]
+
+
+def test_small_preset_is_in_the_cpu_experiment_range():
+  assert 10e6 <= models.param_count(models.get_config('small')) <= 30e6
+
+
+def test_gemma_2b_builds_abstractly_without_allocating():
+  cfg = models.get_config('gemma_2b')
+  before = sum(x.nbytes for x in jax.live_arrays())
+  shapes = jax.eval_shape(models.Transformer(cfg).init, jax.random.key(0),
+                          jnp.zeros((1, 8), jnp.int32))
+  leaves = jax.tree.leaves(nn.unbox(shapes))
+  assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
+  assert sum(x.size for x in leaves) == 2_506_172_416
+  # Nothing close to the 10 GB of float32 weights was allocated.
+  assert sum(x.nbytes for x in jax.live_arrays()) - before < 1e6
+
+
+def test_flops_per_token_formula():
+  cfg = models.get_config('gemma_2b')
+  n = models.param_count(cfg)
+  assert models.flops_per_token(cfg, 1024) == 6 * n + 12 * 18 * 8 * 256 * 1024
+  # Local layers see at most the window: beyond it, only global layers grow with seq_len.
+  g2 = models.get_config('gemma2_2b')
+  grow = models.flops_per_token(g2, 8192) - models.flops_per_token(g2, 4096)
+  assert grow == 12 * 13 * 8 * 256 * 4096
+  with pytest.raises(ValueError, match='seq_len'):
+    models.flops_per_token(cfg, 0)

@@ -20,6 +20,8 @@ PROMPTS = np.array([[11, 12, 13, 14, 15, 3],
                     [31, 32, 33, 34, 9, 9]], np.int32)
 LENGTHS = np.array([5, 2, 4], np.int32)
 NUM_SAMPLES, MAX_NEW = 4, 8
+# Tests share a few static configurations (shapes, sampler type) so that they share compilations.
+TEMPERATURES = np.array([0.7, 1.0, 1.4], np.float32)  # One temperature per prompt.
 
 
 def random_params(model, seed=0):
@@ -71,10 +73,10 @@ def _teacher_forced_logits(model, params, samples):
   return np.take_along_axis(logits, index[..., None], axis=2)  # [B, N, T, V]
 
 
-def _generate(model, params, **kwargs):
+def _generate(model, params, prompts=PROMPTS, lengths=LENGTHS, **kwargs):
   kwargs = {'num_samples': NUM_SAMPLES, 'max_new_tokens': MAX_NEW, 'rng': jax.random.key(7),
             'eos_id': 1, 'pad_id': PAD, **kwargs}
-  return generate(model, params, jnp.asarray(PROMPTS), jnp.asarray(LENGTHS), **kwargs)
+  return generate(model, params, jnp.asarray(prompts), jnp.asarray(lengths), **kwargs)
 
 
 def test_first_tokens_follow_the_model_distribution(model_and_params):
@@ -104,7 +106,7 @@ def test_first_tokens_follow_the_model_distribution(model_and_params):
 
 def test_logprobs_equal_teacher_forced_ones(model_and_params):
   model, params = model_and_params
-  sampler = Temperature(jnp.array([0.7, 1.0, 1.4]))  # One temperature per prompt.
+  sampler = Temperature(TEMPERATURES)
   samples = _generate(model, params, sampler=sampler, return_untempered_logprobs=True,
                       eos_id=5)
   logits = _teacher_forced_logits(model, params, samples)
@@ -122,7 +124,8 @@ def test_eos_ends_a_sample_and_pads_the_rest(model_and_params):
   # EOS is the commonest first token of prompt 0, so some samples stop at once, others go on.
   logits = _forward(model, params, jnp.asarray(PROMPTS), jnp.asarray(LENGTHS))
   eos = int(jnp.argmax(logits[0, LENGTHS[0] - 1]))
-  samples = _generate(model, params, eos_id=eos, num_samples=16)
+  samples = _generate(model, params, eos_id=eos, sampler=Temperature(TEMPERATURES),
+                      return_untempered_logprobs=True)
   tokens, lengths, done = map(np.asarray, (samples.tokens, samples.lengths, samples.done))
   assert done.any() and not done.all()
   for row_tokens, length, is_done in zip(tokens.reshape(-1, MAX_NEW), lengths.reshape(-1),
@@ -188,30 +191,31 @@ _CALLS = []
 def test_prefill_runs_once_per_prompt_and_decoding_stops_early(model_and_params):
   model, params = model_and_params
   counting = _CountingTransformer(model.config)
-  prompts, lengths = np.stack([PROMPTS[0]] * 2), np.array([LENGTHS[0]] * 2)
-  greedy = generate(model, params, jnp.asarray(prompts), jnp.asarray(lengths), num_samples=8,
-                    max_new_tokens=MAX_NEW, rng=jax.random.key(0), sampler=Greedy(), eos_id=1,
-                    pad_id=PAD)
-  eos = int(greedy.tokens[0, 0, 2])  # Greedy reaches it at step 2: three tokens in all.
+  # Three copies of one prompt, so that every sample reaches greedy's third token together.
+  prompts, lengths = np.stack([PROMPTS[0]] * 3), np.array([LENGTHS[0]] * 3)
+  greedy = _generate(model, params, prompts, lengths, sampler=Greedy())
+  eos = int(greedy.tokens[0, 0, 2])
   assert eos not in np.asarray(greedy.tokens[0, 0, :2])
   _CALLS.clear()
-  samples = generate(counting, {'inner': params}, jnp.asarray(prompts), jnp.asarray(lengths),
-                     num_samples=8, max_new_tokens=MAX_NEW, rng=jax.random.key(0),
-                     sampler=Greedy(), eos_id=eos, pad_id=PAD)
+  samples = _generate(counting, {'inner': params}, prompts, lengths, sampler=Greedy(),
+                      eos_id=eos)
   jax.effects_barrier()
-  # One prefill of the 2 prompts (not 2 x 8 rows), then one step of all 16 rows per new token
+  # One prefill of the 3 prompts (not of 3 x 4 rows), then one step of all 12 rows per token
   # after the first; the loop ends when every sample has emitted EOS, not at MAX_NEW.
-  assert _CALLS == [(2, PROMPTS.shape[1]), (16, 1), (16, 1)]
+  rows = len(prompts) * NUM_SAMPLES
+  assert _CALLS == [(len(prompts), PROMPTS.shape[1]), (rows, 1), (rows, 1)]
   np.testing.assert_array_equal(samples.lengths, 3)
   assert np.asarray(samples.done).all()
 
 
 def test_new_sampler_values_and_rngs_reuse_the_compiled_program(model_and_params):
   model, params = model_and_params
-  _generate(model, params, sampler=Temperature(0.5))
+  _generate(model, params, sampler=TopP(0.9))
   compiled = generation._generate._cache_size()
-  _generate(model, params, sampler=Temperature(np.float64(0.9)), rng=jax.random.key(1))
-  _generate(model, params, sampler=Temperature(jnp.float32(1.3)), eos_id=2, pad_id=3)
+  # Python, numpy and jax scalars of any precision; new keys, EOS and padding ids.
+  _generate(model, params, sampler=TopP(np.float64(0.5), temperature=jnp.float32(0.8)),
+            rng=jax.random.key(1))
+  _generate(model, params, sampler=TopP(jnp.bfloat16(0.7), temperature=2), eos_id=2, pad_id=3)
   assert generation._generate._cache_size() == compiled
 
 

@@ -1,6 +1,7 @@
 """Tests of bonjax/sampling/generation.py on the tiny model."""
 
 import functools
+import re
 
 import chex
 import flax.linen as nn
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bonjax import models
+from bonjax import models, sharding
 from bonjax.sampling import Greedy, Temperature, TopP, generate
 from bonjax.sampling import generation
 
@@ -19,7 +20,7 @@ PROMPTS = np.array([[11, 12, 13, 14, 15, 3],
                     [21, 22, 7, 7, 7, 7],
                     [31, 32, 33, 34, 9, 9]], np.int32)
 LENGTHS = np.array([5, 2, 4], np.int32)
-NUM_SAMPLES, MAX_NEW = 4, 8
+NUM_SAMPLES, MAX_NEW = 8, 8  # B * N = 24 rows: divisible by the 8 test devices.
 # Tests share a few static configurations (shapes, sampler type) so that they share compilations.
 TEMPERATURES = np.array([0.7, 1.0, 1.4], np.float32)  # One temperature per prompt.
 
@@ -217,6 +218,27 @@ def test_new_sampler_values_and_rngs_reuse_the_compiled_program(model_and_params
             rng=jax.random.key(1))
   _generate(model, params, sampler=TopP(jnp.bfloat16(0.7), temperature=2), eos_id=2, pad_id=3)
   assert generation._generate._cache_size() == compiled
+
+
+def test_sharded_generation_equals_unsharded(model_and_params):
+  model, params = model_and_params
+  mesh = sharding.make_mesh('data:4,fsdp:2')  # Rows over all 8 devices; params ZeRO-3 sharded.
+  unsharded = _generate(model, params, sampler=TopP(0.9))
+  sharded = _generate(model, params, sampler=TopP(0.9), mesh=mesh)
+  np.testing.assert_array_equal(sharded.tokens, unsharded.tokens)
+  np.testing.assert_allclose(sharded.logprobs, unsharded.logprobs, atol=1e-5)
+  chex.assert_trees_all_equal((sharded.lengths, sharded.done), (unsharded.lengths, unsharded.done))
+  # The decode loop holds 24 / 8 = 3 rows per device: its KV cache is [3, P + T, kv_heads, head].
+  config = model.config
+  compiled = generation._generate.lower(
+      model, params, jnp.asarray(PROMPTS), jnp.asarray(LENGTHS), jax.random.split(
+          jax.random.key(0), 3), TopP(jnp.float32(0.9), jnp.float32(1.0)), jnp.int32(1),
+      jnp.int32(PAD), num_samples=NUM_SAMPLES, max_new_tokens=MAX_NEW,
+      return_untempered_logprobs=False, mesh=mesh, rules=tuple(sharding.DEFAULT_RULES)).compile()
+  cache_shape = rf'f32\[(\d+),{PROMPTS.shape[1] + MAX_NEW},{config.num_kv_heads},{config.head_dim}\]'
+  loops = [line.split(' while(')[0] for line in compiled.as_text().splitlines()
+           if ' while(' in line and re.search(cache_shape, line)]
+  assert len(loops) == 1 and set(re.findall(cache_shape, loops[0])) == {'3'}
 
 
 @pytest.mark.parametrize('change, error, message', [

@@ -1,6 +1,7 @@
 """Tests of the transformer: forward == cached decoding, padding, shapes, counts and FLOPs."""
 
 import dataclasses
+import functools
 
 import chex
 import flax.linen as nn
@@ -24,14 +25,26 @@ CONFIGS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _init(cfg, seed=0):
+  """(model, params) for cfg; cached so that tests sharing a config share compilations."""
   model = models.Transformer(cfg)
-  params = nn.unbox(model.init(jax.random.key(seed), jnp.zeros((1, 4), jnp.int32))['params'])
-  # Give the zero-initialized norm scales some values, so that a mix-up between norms shows.
-  params = jax.tree_util.tree_map_with_path(
-      lambda path, x: (x + 0.1 * jax.random.normal(jax.random.key(len(path)), x.shape)
-                       if path[-1].key == 'scale' else x), params)
-  return model, params
+
+  @jax.jit
+  def init(key):
+    params = nn.unbox(model.init(key, jnp.zeros((1, 4), jnp.int32))['params'])
+    # Give the zero-initialized norm scales values, so that a mixed-up norm changes the logits.
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: (x + 0.1 * jax.random.normal(jax.random.key(len(path)), x.shape)
+                         if path[-1].key == 'scale' else x), params)
+
+  return model, init(jax.random.key(seed))
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_apply(cfg):
+  """One jitted apply per config, so its compilations are reused across tests."""
+  return jax.jit(models.Transformer(cfg).apply)
 
 
 def _tokens(shape, seed=1, vocab=TINY.vocab_size):
@@ -44,7 +57,7 @@ def test_forward_equals_prefill_then_decode(name):
   model, params = _init(cfg)
   batch, prompt_len, total = 2, 4, 9
   tokens = _tokens((batch, total))
-  apply = jax.jit(model.apply)
+  apply = _jit_apply(cfg)
 
   full_logits = apply({'params': params}, tokens)
 
@@ -65,7 +78,7 @@ def test_forward_equals_prefill_then_decode(name):
 def test_right_padded_prompts_of_different_lengths_decode_like_unpadded(name):
   cfg = CONFIGS[name]
   model, params = _init(cfg)
-  apply = jax.jit(model.apply)
+  apply = _jit_apply(cfg)
   prompt_lens, padded_len, new_tokens = np.array([5, 2, 4]), 5, 4
   batch = len(prompt_lens)
   rows = [np.asarray(_tokens((n + new_tokens,), seed=10 + b)) for b, n in enumerate(prompt_lens)]
@@ -94,7 +107,7 @@ def test_right_padded_prompts_of_different_lengths_decode_like_unpadded(name):
 def test_padding_tokens_do_not_affect_real_logits():
   cfg = CONFIGS['gqa-gemma2']
   model, params = _init(cfg)
-  apply = jax.jit(model.apply)
+  apply = _jit_apply(cfg)
   real = _tokens((1, 6))
   mask = jnp.array([[True] * 6 + [False] * 3])
   pad_a = jnp.concatenate([real, jnp.zeros((1, 3), jnp.int32)], axis=1)
@@ -110,7 +123,7 @@ def test_padding_tokens_do_not_affect_real_logits():
 def test_repeat_cache_gives_each_copy_the_same_continuation():
   cfg = CONFIGS['mqa']
   model, params = _init(cfg)
-  apply = jax.jit(model.apply)
+  apply = _jit_apply(cfg)
   cache = models.init_cache(cfg, 2, 8)
   _, cache = apply({'params': params}, _tokens((2, 3)), cache=cache)
   repeated = models.repeat_cache(cache, 3)
@@ -128,8 +141,9 @@ def test_repeat_cache_gives_each_copy_the_same_continuation():
 def test_positions_drive_rope_and_causality():
   # Shifting every position by a constant leaves the logits unchanged (RoPE is relative), while
   # a different causal order (reversed positions) changes them.
-  model, params = _init(CONFIGS['gqa'])
-  apply = jax.jit(model.apply)
+  cfg = CONFIGS['gqa']
+  model, params = _init(cfg)
+  apply = _jit_apply(cfg)
   tokens = _tokens((1, 6))
   base = apply({'params': params}, tokens)
   shifted = apply({'params': params}, tokens, positions=jnp.arange(6)[None] + 11)
@@ -145,10 +159,10 @@ def test_bfloat16_activations_run_and_return_float32_logits():
   tokens = _tokens((2, 5))
   logits = jax.jit(model.apply)({'params': params}, tokens)
   assert logits.dtype == jnp.float32
-  f32_logits = models.Transformer(dataclasses.replace(cfg, dtype='float32')).apply(
+  f32_logits = jax.jit(models.Transformer(dataclasses.replace(cfg, dtype='float32')).apply)(
       {'params': params}, tokens)
   chex.assert_trees_all_close(logits, f32_logits, atol=0.1, rtol=0.1)
-  grads = jax.grad(lambda p: model.apply({'params': p}, tokens).mean())(params)
+  grads = jax.jit(jax.grad(lambda p: model.apply({'params': p}, tokens).mean()))(params)
   assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads))
 
 

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-
 from jax.sharding import Mesh
 
 from bonjax import models, sharding
@@ -37,7 +36,7 @@ class Samples:
   Attributes:
     tokens: int32 [B, N, T] generated tokens (EOS included), pad_id after EOS.
     logprobs: f32 [B, N, T] log-probability of each token under the distribution it was drawn from
-      (after temperature and filtering); 0 after EOS.
+      (after temperature and filtering; 0 for greedy tokens, a point mass); 0 after EOS.
     lengths: int32 [B, N] number of generated tokens, EOS included.
     done: bool [B, N] whether the sample emitted EOS.
     untempered_logprobs: f32 [B, N, T] log-probability under the raw model (temperature 1, no
@@ -96,6 +95,11 @@ def _check_inputs(model: nn.Module, prompts: jax.Array, prompt_lengths: jax.Arra
   if not isinstance(sampler, Sampler):
     raise TypeError(f'sampler must be a bonjax.sampling Sampler (Greedy, Temperature, TopK, TopP, '
                     f'MinP), got {type(sampler).__name__}.')
+  for path, leaf in jax.tree.leaves_with_path(sampler):
+    if np.ndim(leaf) not in (0, 1) or np.ndim(leaf) == 1 and np.shape(leaf)[0] != prompts.shape[0]:
+      raise ValueError(f'{type(sampler).__name__}{jax.tree_util.keystr(path)} must be a scalar or '
+                       f'have shape [{prompts.shape[0]}] (one value per prompt), got shape '
+                       f'{np.shape(leaf)}.')
   for name, value in (('eos_id', eos_id), ('pad_id', pad_id)):
     if not _is_int(value) or not 0 <= value < config.vocab_size:
       raise ValueError(f'{name} must be a token id in [0, {config.vocab_size}), got {value!r}.')
@@ -139,8 +143,9 @@ def generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: 
   sampler = jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float32), sampler)
   prompts, prompt_lengths = prompts.astype(jnp.int32), prompt_lengths.astype(jnp.int32)
   rules = tuple(tuple(rule) for rule in rules)  # Hashable: a static argument of the jit.
+  params = nn.unbox(params)
   if mesh is not None:
-    params = jax.device_put(nn.unbox(params), _param_shardings(model, mesh, rules))
+    params = jax.device_put(params, _param_shardings(model, mesh, rules))
   return _generate(model, params, prompts, prompt_lengths, keys, sampler, jnp.int32(eos_id),
                    jnp.int32(pad_id), num_samples=num_samples, max_new_tokens=max_new_tokens,
                    return_untempered_logprobs=return_untempered_logprobs, mesh=mesh, rules=rules)

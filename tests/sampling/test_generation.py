@@ -80,6 +80,7 @@ def _generate(model, params, prompts=PROMPTS, lengths=LENGTHS, **kwargs):
   return generate(model, params, jnp.asarray(prompts), jnp.asarray(lengths), **kwargs)
 
 
+@pytest.mark.slow  # Its own compilation, of 2048 rows.
 def test_first_tokens_follow_the_model_distribution(model_and_params):
   """Chi-square goodness of fit of the first sampled tokens to the exact next-token law."""
   model, params = model_and_params
@@ -220,6 +221,7 @@ def test_new_sampler_values_and_rngs_reuse_the_compiled_program(model_and_params
   assert generation._generate._cache_size() == compiled
 
 
+@pytest.mark.slow  # An 8-device SPMD compilation.
 def test_sharded_generation_equals_unsharded(model_and_params):
   model, params = model_and_params
   mesh = sharding.make_mesh('data:4,fsdp:2')  # Rows over all 8 devices; params ZeRO-3 sharded.
@@ -254,6 +256,7 @@ def test_sharded_generation_equals_unsharded(model_and_params):
     (dict(rng=jax.random.split(jax.random.key(0), 2)), ValueError, 'one key or 3 keys'),
     (dict(rng=0), TypeError, 'PRNG key'),
     (dict(sampler='greedy'), TypeError, 'sampler must be'),
+    (dict(sampler=Temperature(np.ones(2))), ValueError, r'Temperature.temperature must be .*\[3\]'),
     (dict(model=nn.Dense(3)), TypeError, 'model must be'),
 ])
 def test_bad_arguments_raise_a_clear_error(model_and_params, change, error, message):

@@ -152,7 +152,7 @@ def test_greedy_equals_repeated_argmax_over_full_forwards(model_and_params):
                                                              lengths - 1].argmax(-1)
     lengths += 1
   expected = np.stack([rows[b, LENGTHS[b]:LENGTHS[b] + MAX_NEW] for b in range(len(rows))])
-  for b, row in enumerate(expected):  # Stop at EOS as generate does.
+  for row in expected:  # Stop at EOS as generate does.
     if eos in row:
       row[np.flatnonzero(row == eos)[0] + 1:] = PAD
   assert len(set(expected.reshape(-1))) > 3  # A non-trivial sequence.

@@ -1,7 +1,9 @@
-"""bonjax.models: the Gemma-family transformer, its configs and its KV cache."""
+"""bonjax.models: the Gemma-family transformer, its configs, its KV cache and weight import."""
 
 from bonjax.models.cache import cache_logical_axes, init_cache, repeat_cache
 from bonjax.models.config import PRESET_NAMES, TransformerConfig, get_config
+from bonjax.models.gemma_import import load_gemma_checkpoint
+from bonjax.models.hf_import import load_hf_checkpoint
 from bonjax.models.transformer import Transformer, flops_per_token, param_count
 
 __all__ = [
@@ -12,6 +14,8 @@ __all__ = [
     'flops_per_token',
     'get_config',
     'init_cache',
+    'load_gemma_checkpoint',
+    'load_hf_checkpoint',
     'param_count',
     'repeat_cache',
 ]

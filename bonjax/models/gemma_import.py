@@ -4,9 +4,9 @@ The official parameter tree (``gemma.gm.nn.Transformer``, and ``gemma.transforme
 
     embedder/input_embedding                      [V_padded, D]
     layer_{i}/pre_attention_norm/scale            [D]            applied as (1 + scale)
-    layer_{i}/attn/q_einsum/w                     [N, D, H]      when num_kv_heads != num_heads
+    layer_{i}/attn/q_einsum/w                     [N, D, H]      when K != N (GQA, MQA)
     layer_{i}/attn/kv_einsum/w                    [2, K, D, H]   (k, v) stacked
-    layer_{i}/attn/qkv_einsum/w                   [3, N, D, H]   (q, k, v) when num_kv_heads == num_heads
+    layer_{i}/attn/qkv_einsum/w                   [3, N, D, H]   (q, k, v) when K == N
     layer_{i}/attn/attn_vec_einsum/w              [N, H, D]
     layer_{i}/post_attention_norm/scale           [D]            Gemma 2 only
     layer_{i}/pre_ffw_norm/scale                  [D]
@@ -61,30 +61,26 @@ def expected_param_shapes(config: TransformerConfig) -> Params:
 
 def check_param_shapes(params: Params, config: TransformerConfig) -> None:
   """Raises CheckpointFormatError unless `params` has exactly the tree and shapes of `config`."""
-  expected = {
-      jax.tree_util.keystr(path): leaf.shape
-      for path, leaf in jax.tree_util.tree_leaves_with_path(expected_param_shapes(config))
-  }
-  actual = {
-      jax.tree_util.keystr(path): np.shape(leaf)
-      for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-  }
-  problems = [f'missing {sorted(set(expected) - set(actual))}'] if set(expected) - set(actual) else []
+
+  def shapes(tree):
+    return {jax.tree_util.keystr(path): tuple(np.shape(leaf))
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+  expected, actual = shapes(expected_param_shapes(config)), shapes(params)
+  problems = []
+  if set(expected) - set(actual):
+    problems.append(f'missing {sorted(set(expected) - set(actual))}')
   if set(actual) - set(expected):
     problems.append(f'unexpected {sorted(set(actual) - set(expected))}')
-  problems += [
-      f'{path} has shape {actual[path]}, the config needs {shape}'
-      for path, shape in expected.items()
-      if path in actual and tuple(actual[path]) != tuple(shape)
-  ]
+  problems += [f'{path} has shape {actual[path]}, the config needs {shape}'
+               for path, shape in expected.items() if actual.get(path, shape) != shape]
   if problems:
     raise CheckpointFormatError(
-        'Converted parameters do not fit the model config: ' + '; '.join(problems)
-    )
+        'Converted parameters do not fit the model config: ' + '; '.join(problems))
 
 
 def _unflatten_released_layout(tree: Mapping[str, Any]) -> dict[str, Any]:
-  """{'transformer/layer_0/attn/q_einsum': {'w': x}} -> {'layer_0': {'attn': {'q_einsum': {'w': x}}}}."""
+  """{'transformer/layer_0/attn/q_einsum': {'w': x}} -> {'layer_0': {'attn': {'q_einsum': ...}}}."""
   nested: dict[str, Any] = {}
   for key, value in tree.items():
     parts = key.split('/')
@@ -108,38 +104,51 @@ def _transformer_tree(tree: Mapping[str, Any]) -> Mapping[str, Any]:
   return tree
 
 
+def _leaf_paths(tree: Mapping[str, Any], prefix: str = '') -> list[str]:
+  paths = []
+  for key, value in tree.items():
+    path = f'{prefix}{key}'
+    paths += _leaf_paths(value, path + '/') if isinstance(value, Mapping) else [path]
+  return paths
+
+
 class _Reader:
-  """Fetches tensors from a nested tree by '/'-path, with errors naming the path."""
+  """Fetches tensors from a nested tree by '/'-path (errors name the path); tracks what is used."""
 
   def __init__(self, tree: Mapping[str, Any]):
     self._tree = tree
+    self._used: set[str] = set()
 
-  def __call__(self, path: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+  def _find(self, path: str) -> Any:
     node: Any = self._tree
     for part in path.split('/'):
       if not isinstance(node, Mapping) or part not in node:
-        raise CheckpointFormatError(
-            f'Gemma checkpoint has no parameter {path!r} (missing {part!r}); is it a checkpoint'
-            ' of this preset?'
-        )
+        return None
       node = node[part]
+    return node
+
+  def has(self, path: str) -> bool:
+    return self._find(path) is not None
+
+  def __call__(self, path: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    node = self._find(path)
+    if node is None:
+      raise CheckpointFormatError(
+          f'Gemma checkpoint has no parameter {path!r}; is it a checkpoint of this preset?')
+    self._used.add(path)
     if isinstance(node, Mapping) and set(node) == {'w'}:  # mlp weights may keep their 'w' level
       node = node['w']
     array = np.asarray(node)
     if shape is not None and array.shape != tuple(shape):
       raise CheckpointFormatError(
           f'Gemma checkpoint parameter {path!r} has shape {array.shape}, but the config needs'
-          f' {tuple(shape)}.'
-      )
+          f' {tuple(shape)}.')
     return array
 
-  def has(self, path: str) -> bool:
-    node: Any = self._tree
-    for part in path.split('/'):
-      if not isinstance(node, Mapping) or part not in node:
-        return False
-      node = node[part]
-    return True
+  def unused(self) -> list[str]:
+    """Leaf paths never read (nor under a read path): parameters the conversion would drop."""
+    return [path for path in _leaf_paths(self._tree)
+            if not any(path == used or path.startswith(used + '/') for used in self._used)]
 
 
 def _gating_einsum(read: _Reader, prefix: str, embed_dim: int, mlp_dim: int):
@@ -212,10 +221,13 @@ def convert_gemma_params(tree: Mapping[str, Any], config: TransformerConfig) -> 
     if cfg.use_post_ffw_norm:
       layer['post_ffw_norm'] = {'scale': read(f'{prefix}/post_ffw_norm/scale', (d,))}
     params[prefix] = layer
-  if read.has(f'layer_{cfg.num_layers}'):
-    raise CheckpointFormatError(
-        f'Gemma checkpoint has more than the config\'s num_layers={cfg.num_layers} layers.')
   params['final_norm'] = {'scale': read('final_norm/scale', (d,))}
+  unused = read.unused()
+  if unused:
+    raise CheckpointFormatError(
+        f'Gemma checkpoint has parameters the config does not use (more than num_layers='
+        f'{cfg.num_layers} layers, or another architecture?): {unused[:10]}'
+        + (f' and {len(unused) - 10} more' if len(unused) > 10 else ''))
 
   params = jax.tree.map(lambda x: np.ascontiguousarray(x, dtype=dtype), params)
   check_param_shapes(params, cfg)
@@ -224,7 +236,8 @@ def convert_gemma_params(tree: Mapping[str, Any], config: TransformerConfig) -> 
 
 def _restore_on_host(path: str) -> Mapping[str, Any]:
   """Restores an orbax PyTree checkpoint as numpy arrays, whatever devices it was saved from."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (heavy; only needed here)
+  # Imported here: orbax is slow to import and only this loader of bonjax.models needs it.
+  import orbax.checkpoint as ocp
 
   checkpointer = ocp.PyTreeCheckpointer()
   metadata = checkpointer.metadata(path)

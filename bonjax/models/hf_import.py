@@ -126,10 +126,9 @@ def _attention_pattern(hf: Mapping[str, Any]) -> tuple[str, ...]:
     raise UnsupportedModelError(
         f'layer_types {unknown} are not supported; valid: {sorted(_HF_LAYER_TYPES)}.')
   types = [_HF_LAYER_TYPES[t] for t in layer_types]
-  for period in range(1, len(types) + 1):
-    if all(types[i] == types[i % period] for i in range(len(types))):
-      return tuple(types[:period])
-  raise AssertionError('unreachable: the full list is always a pattern')
+  period = next(p for p in range(1, len(types) + 1)
+                if all(t == types[i % p] for i, t in enumerate(types)))
+  return tuple(types[:period])
 
 
 def config_from_hf(hf: Mapping[str, Any], *, dtype: str = 'float32') -> TransformerConfig:

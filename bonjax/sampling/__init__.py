@@ -1,6 +1,6 @@
 """Vectorized N-sample generation with a prefix-shared KV cache, and the token samplers."""
 
-from bonjax.sampling.generate import Samples, generate, prompt_keys
+from bonjax.sampling.generation import Samples, generate, prompt_keys
 from bonjax.sampling.samplers import (Greedy, MinP, Sampler, Temperature, TopK, TopP,
                                       tempered_log_probs)
 

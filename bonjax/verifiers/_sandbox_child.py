@@ -7,9 +7,10 @@ fresh temp dir. This file is never imported by the parent. ``main``:
 2. reads the run's payload from ``payload.json`` and deletes it; the payload holds the per-run
    secret token and the number of the result pipe, and both stay in the local variables of the
    worker thread's frame, which nothing in the program can reach once step 3 is done;
-3. installs an audit hook that refuses frame and object introspection (``sys._getframe``,
-   ``tb_frame``, ``gc.get_objects``, tracing, ctypes), sockets, subprocesses, signals to other
-   processes, and file access outside the temp dir and the interpreter's own library dirs;
+3. installs an audit hook that refuses frame and object introspection (``sys._getframe`` except
+   from the few stdlib functions that only read a module name, ``tb_frame``, ``gc.get_objects``,
+   tracing, ctypes), sockets, subprocesses, signals to other processes, and file access outside
+   the temp dir and the interpreter's own library dirs;
 4. runs the program, then the tests in a private namespace whose builtins are a copy taken before
    the program ran (so a program that patches ``builtins`` cannot fool the asserts), then
    ``check(candidate)``;

@@ -158,6 +158,8 @@ class _UidPool:
   def acquire(self) -> int:
     self._available.acquire()
     _LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+    if _LOCK_DIR.stat().st_uid != os.geteuid():  # Planted by someone else (a sandbox run?).
+      raise PermissionError(f"{_LOCK_DIR} is not owned by this user; remove it and retry")
     while True:
       with self._lock:
         for uid in self._uids:

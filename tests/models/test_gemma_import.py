@@ -18,7 +18,7 @@ from bonjax import models
 from bonjax.models import gemma_import
 from bonjax.models.config import GLOBAL, LOCAL
 
-_PADDED_VOCAB = 72  # the config's vocabulary is 64: 8 padding rows, like 256,128 vs 256,000
+_VOCAB_PADDING = 8  # extra embedding rows, like the official 256,128 for a 256,000 vocabulary
 
 
 def _gelu_tanh(x):
@@ -96,7 +96,7 @@ def _gemma_tree(cfg, *, transpose_gating, seed=0):
     scale = scale if scale is not None else shape[-2] ** -0.5 if len(shape) > 1 else 0.1
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
-  t = {'embedder': {'input_embedding': normal(_PADDED_VOCAB, d, scale=1.0)},
+  t = {'embedder': {'input_embedding': normal(cfg.vocab_size + _VOCAB_PADDING, d, scale=1.0)},
        'final_norm': {'scale': normal(d)}}
   for i in range(cfg.num_layers):
     attn = {'attn_vec_einsum': {'w': normal(n, h, d, scale=(n * h) ** -0.5)}}
@@ -170,7 +170,7 @@ def test_imported_logits_match_reference_forward(cfg, transpose_gating, flat):
   source = _flatten_released(tree) if flat else tree
   params = gemma_import.convert_gemma_params(source, cfg)
   expected = _reference_logits(tree, cfg, _TOKENS, transpose_gating=transpose_gating)
-  assert expected.shape[-1] == _PADDED_VOCAB
+  assert expected.shape[-1] == cfg.vocab_size + _VOCAB_PADDING
   np.testing.assert_allclose(
       _bonjax_logits(cfg, params, _TOKENS), expected[..., : cfg.vocab_size], atol=1e-4, rtol=1e-4)
 
@@ -181,7 +181,7 @@ def test_load_from_orbax_directory_drops_vocab_padding(tmp_path):
   tree = _gemma_tree(_GEMMA2, transpose_gating=True)
   checkpointer = ocp.PyTreeCheckpointer()
   checkpointer.save(tmp_path / 'flat', _flatten_released(tree))
-  params = gemma_import.load_gemma_checkpoint(tmp_path / 'flat', _GEMMA2)
+  params = models.load_gemma_checkpoint(tmp_path / 'flat', _GEMMA2)  # the public entry point
   assert params['embedder']['embedding'].shape == (_GEMMA2.vocab_size, _GEMMA2.embed_dim)
   np.testing.assert_array_equal(
       params['embedder']['embedding'],
@@ -193,8 +193,14 @@ def test_load_from_orbax_directory_drops_vocab_padding(tmp_path):
 
 
 def test_preset_name_selects_config(tmp_path):
+  import orbax.checkpoint as ocp
+
+  tiny = models.get_config('tiny')
+  ocp.PyTreeCheckpointer().save(tmp_path / 'nested', _gemma_tree(tiny, transpose_gating=False))
+  params = gemma_import.load_gemma_checkpoint(tmp_path / 'nested', 'tiny')
+  chex.assert_trees_all_equal_shapes_and_dtypes(params, gemma_import.expected_param_shapes(tiny))
   with pytest.raises(ValueError, match='unknown model preset'):
-    gemma_import.load_gemma_checkpoint(tmp_path, 'gemma_3b')
+    gemma_import.load_gemma_checkpoint(tmp_path / 'nested', 'gemma_3b')
 
 
 def test_missing_directory_raises():
@@ -205,7 +211,8 @@ def test_missing_directory_raises():
 def test_missing_and_misshapen_parameters_are_named():
   tree = _gemma_tree(_GEMMA1_MQA, transpose_gating=False)
   del tree['transformer']['layer_1']['attn']['kv_einsum']
-  with pytest.raises(gemma_import.CheckpointFormatError, match="'layer_1/attn/kv_einsum/w'"):
+  with pytest.raises(gemma_import.CheckpointFormatError,
+                     match="no parameter 'layer_1/attn/kv_einsum/w'"):
     gemma_import.convert_gemma_params(tree, _GEMMA1_MQA)
 
   tree = _gemma_tree(_GEMMA1_MQA, transpose_gating=False)
@@ -215,12 +222,15 @@ def test_missing_and_misshapen_parameters_are_named():
     gemma_import.convert_gemma_params(tree, dataclasses.replace(_GEMMA1_MQA, num_heads=8))
 
 
-def test_too_small_vocabulary_and_extra_layers_are_errors():
+def test_too_small_vocabulary_and_unused_parameters_are_errors():
   tree = _gemma_tree(_GEMMA1_MQA, transpose_gating=False)
   with pytest.raises(gemma_import.CheckpointFormatError, match='input_embedding has shape'):
     gemma_import.convert_gemma_params(tree, dataclasses.replace(_GEMMA1_MQA, vocab_size=100))
-  with pytest.raises(gemma_import.CheckpointFormatError, match='more than the config'):
+  with pytest.raises(gemma_import.CheckpointFormatError, match=r"does not use .*'layer_1/attn"):
     gemma_import.convert_gemma_params(tree, dataclasses.replace(_GEMMA1_MQA, num_layers=1))
+  tree['transformer']['layer_0']['attn']['_query_norm'] = {'scale': np.ones(16, np.float32)}
+  with pytest.raises(gemma_import.CheckpointFormatError, match='layer_0/attn/_query_norm/scale'):
+    gemma_import.convert_gemma_params(tree, _GEMMA1_MQA)  # a Gemma 3 style QK-norm
 
 
 def test_expected_param_shapes_allocates_nothing_for_gemma_2b():

@@ -56,7 +56,7 @@ def test_logits_match_transformers(tmp_path, make_model, sharded):
   folder = _saved(model, tmp_path, **({'max_shard_size': '20KB'} if sharded else {}))
   assert (folder / 'model.safetensors.index.json').exists() == sharded
 
-  config, params = hf_import.load_hf_checkpoint(folder)
+  config, params = models.load_hf_checkpoint(folder)  # the public entry point
 
   logits = np.asarray(jax.jit(models.Transformer(config).apply)({'params': params}, _TOKENS))
   np.testing.assert_allclose(logits, _torch_logits(model), atol=1e-4, rtol=1e-4)
@@ -85,13 +85,24 @@ def test_bfloat16_checkpoint_loads_exactly(tmp_path):
   assert params32['final_norm']['scale'].dtype == np.float32
 
 
-def test_gemma1_config_mapping_matches_the_preset_shapes():
-  hf = {'model_type': 'gemma', 'vocab_size': 256000, 'hidden_size': 2048,
-        'intermediate_size': 16384, 'num_hidden_layers': 18, 'num_attention_heads': 8,
-        'num_key_value_heads': 1, 'head_dim': 256, 'hidden_act': 'gelu', 'rope_theta': 10000.0,
-        'rms_norm_eps': 1e-06}  # google/gemma-2b's config.json
-  config = hf_import.config_from_hf(hf)
-  assert config == models.get_config('gemma_2b')
+# The config.json files of google/gemma-2b and google/gemma-2-2b on the Hub (abridged).
+_HUB_GEMMA_2B = {
+    'model_type': 'gemma', 'vocab_size': 256000, 'hidden_size': 2048, 'intermediate_size': 16384,
+    'num_hidden_layers': 18, 'num_attention_heads': 8, 'num_key_value_heads': 1, 'head_dim': 256,
+    'hidden_act': 'gelu', 'rope_theta': 10000.0, 'rms_norm_eps': 1e-06, 'rope_scaling': None}
+_HUB_GEMMA2_2B = {
+    'model_type': 'gemma2', 'vocab_size': 256000, 'hidden_size': 2304, 'intermediate_size': 9216,
+    'num_hidden_layers': 26, 'num_attention_heads': 8, 'num_key_value_heads': 4, 'head_dim': 256,
+    'hidden_act': 'gelu_pytorch_tanh', 'hidden_activation': 'gelu_pytorch_tanh',
+    'rope_theta': 10000.0, 'rms_norm_eps': 1e-06, 'query_pre_attn_scalar': 256,
+    'sliding_window': 4096, 'attn_logit_softcapping': 50.0, 'final_logit_softcapping': 30.0,
+    'cache_implementation': 'hybrid'}
+
+
+@pytest.mark.parametrize('hub_config, preset', [
+    (_HUB_GEMMA_2B, 'gemma_2b'), (_HUB_GEMMA2_2B, 'gemma2_2b')])
+def test_hub_configs_map_to_the_presets(hub_config, preset):
+  assert hf_import.config_from_hf(hub_config) == models.get_config(preset)
 
 
 def _write_config(folder, **overrides):

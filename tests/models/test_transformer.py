@@ -1,6 +1,7 @@
 """Tests of the transformer: forward == cached decoding, padding, shapes, counts and FLOPs."""
 
 import dataclasses
+import functools
 
 import chex
 import flax.linen as nn
@@ -24,14 +25,31 @@ CONFIGS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _init(cfg, seed=0):
+  """(model, random params) for cfg, drawn with numpy from the abstract param shapes.
+
+  Compiling `model.init` costs seconds on a CPU (the PRNG unrolls per parameter); numpy draws
+  cost nothing. Kernels get fan-in scaled values and the norm scales non-zero ones, so that a
+  mixed-up norm or projection changes the logits.
+  """
   model = models.Transformer(cfg)
-  params = nn.unbox(model.init(jax.random.key(seed), jnp.zeros((1, 4), jnp.int32))['params'])
-  # Give the zero-initialized norm scales some values, so that a mix-up between norms shows.
-  params = jax.tree_util.tree_map_with_path(
-      lambda path, x: (x + 0.1 * jax.random.normal(jax.random.key(len(path)), x.shape)
-                       if path[-1].key == 'scale' else x), params)
-  return model, params
+  shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(0),
+                                   jnp.zeros((1, 1), jnp.int32))['params'])
+  rng = np.random.default_rng(seed)
+
+  def draw(path, x):
+    name = path[-1].key
+    std = 1.0 if name == 'embedding' else 0.1 if name == 'scale' else x.shape[0] ** -0.5
+    return jnp.asarray(rng.normal(0.0, std, x.shape), x.dtype)
+
+  return model, jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_apply(cfg):
+  """One jitted apply per config, so its compilations are reused across tests."""
+  return jax.jit(models.Transformer(cfg).apply)
 
 
 def _tokens(shape, seed=1, vocab=TINY.vocab_size):
@@ -41,10 +59,10 @@ def _tokens(shape, seed=1, vocab=TINY.vocab_size):
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_forward_equals_prefill_then_decode(name):
   cfg = CONFIGS[name]
-  model, params = _init(cfg)
+  _, params = _init(cfg)
   batch, prompt_len, total = 2, 4, 9
   tokens = _tokens((batch, total))
-  apply = jax.jit(model.apply)
+  apply = _jit_apply(cfg)
 
   full_logits = apply({'params': params}, tokens)
 
@@ -64,8 +82,8 @@ def test_forward_equals_prefill_then_decode(name):
 @pytest.mark.parametrize('name', ['gqa', 'mqa-gemma2'])
 def test_right_padded_prompts_of_different_lengths_decode_like_unpadded(name):
   cfg = CONFIGS[name]
-  model, params = _init(cfg)
-  apply = jax.jit(model.apply)
+  _, params = _init(cfg)
+  apply = _jit_apply(cfg)
   prompt_lens, padded_len, new_tokens = np.array([5, 2, 4]), 5, 4
   batch = len(prompt_lens)
   rows = [np.asarray(_tokens((n + new_tokens,), seed=10 + b)) for b, n in enumerate(prompt_lens)]
@@ -84,17 +102,24 @@ def test_right_padded_prompts_of_different_lengths_decode_like_unpadded(name):
                           positions=jnp.asarray(prompt_lens[:, None] + t), cache=cache)
     decode_logits.append(logits[:, 0])
 
+  # The reference: each whole row, right-padded into one batch (padding is shown not to matter
+  # by test_padding_tokens_do_not_affect_real_logits).
+  full = np.zeros((batch, padded_len + new_tokens), np.int32)
+  for b, row in enumerate(rows):
+    full[b, :len(row)] = row
+  full_mask = np.arange(full.shape[1])[None] < (prompt_lens + new_tokens)[:, None]
+  reference = apply({'params': params}, jnp.asarray(full), input_mask=jnp.asarray(full_mask))
   for b, n in enumerate(prompt_lens):
-    expected = apply({'params': params}, jnp.asarray(rows[b][None]))[0]
+    expected = reference[b]
     chex.assert_trees_all_close(prefill_logits[b, :n], expected[:n], atol=1e-5, rtol=1e-5)
     got = jnp.stack([step[b] for step in decode_logits])
-    chex.assert_trees_all_close(got, expected[n:], atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(got, expected[n:n + new_tokens], atol=1e-5, rtol=1e-5)
 
 
 def test_padding_tokens_do_not_affect_real_logits():
   cfg = CONFIGS['gqa-gemma2']
-  model, params = _init(cfg)
-  apply = jax.jit(model.apply)
+  _, params = _init(cfg)
+  apply = _jit_apply(cfg)
   real = _tokens((1, 6))
   mask = jnp.array([[True] * 6 + [False] * 3])
   pad_a = jnp.concatenate([real, jnp.zeros((1, 3), jnp.int32)], axis=1)
@@ -109,8 +134,8 @@ def test_padding_tokens_do_not_affect_real_logits():
 
 def test_repeat_cache_gives_each_copy_the_same_continuation():
   cfg = CONFIGS['mqa']
-  model, params = _init(cfg)
-  apply = jax.jit(model.apply)
+  _, params = _init(cfg)
+  apply = _jit_apply(cfg)
   cache = models.init_cache(cfg, 2, 8)
   _, cache = apply({'params': params}, _tokens((2, 3)), cache=cache)
   repeated = models.repeat_cache(cache, 3)
@@ -128,8 +153,9 @@ def test_repeat_cache_gives_each_copy_the_same_continuation():
 def test_positions_drive_rope_and_causality():
   # Shifting every position by a constant leaves the logits unchanged (RoPE is relative), while
   # a different causal order (reversed positions) changes them.
-  model, params = _init(CONFIGS['gqa'])
-  apply = jax.jit(model.apply)
+  cfg = CONFIGS['gqa']
+  _, params = _init(cfg)
+  apply = _jit_apply(cfg)
   tokens = _tokens((1, 6))
   base = apply({'params': params}, tokens)
   shifted = apply({'params': params}, tokens, positions=jnp.arange(6)[None] + 11)
@@ -145,10 +171,10 @@ def test_bfloat16_activations_run_and_return_float32_logits():
   tokens = _tokens((2, 5))
   logits = jax.jit(model.apply)({'params': params}, tokens)
   assert logits.dtype == jnp.float32
-  f32_logits = models.Transformer(dataclasses.replace(cfg, dtype='float32')).apply(
+  f32_logits = jax.jit(models.Transformer(dataclasses.replace(cfg, dtype='float32')).apply)(
       {'params': params}, tokens)
   chex.assert_trees_all_close(logits, f32_logits, atol=0.1, rtol=0.1)
-  grads = jax.grad(lambda p: model.apply({'params': p}, tokens).mean())(params)
+  grads = jax.jit(jax.grad(lambda p: model.apply({'params': p}, tokens).mean()))(params)
   assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads))
 
 

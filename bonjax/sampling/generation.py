@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import Mesh
 
-from bonjax import models
+from bonjax import models, sharding
 from bonjax.sampling.samplers import Sampler, Temperature
 
 
@@ -35,7 +36,7 @@ class Samples:
   Attributes:
     tokens: int32 [B, N, T] generated tokens (EOS included), pad_id after EOS.
     logprobs: f32 [B, N, T] log-probability of each token under the distribution it was drawn from
-      (after temperature and filtering); 0 after EOS.
+      (after temperature and filtering; 0 for greedy tokens, a point mass); 0 after EOS.
     lengths: int32 [B, N] number of generated tokens, EOS included.
     done: bool [B, N] whether the sample emitted EOS.
     untempered_logprobs: f32 [B, N, T] log-probability under the raw model (temperature 1, no
@@ -94,6 +95,11 @@ def _check_inputs(model: nn.Module, prompts: jax.Array, prompt_lengths: jax.Arra
   if not isinstance(sampler, Sampler):
     raise TypeError(f'sampler must be a bonjax.sampling Sampler (Greedy, Temperature, TopK, TopP, '
                     f'MinP), got {type(sampler).__name__}.')
+  for path, leaf in jax.tree.leaves_with_path(sampler):
+    if np.ndim(leaf) not in (0, 1) or np.ndim(leaf) == 1 and np.shape(leaf)[0] != prompts.shape[0]:
+      raise ValueError(f'{type(sampler).__name__}{jax.tree_util.keystr(path)} must be a scalar or '
+                       f'have shape [{prompts.shape[0]}] (one value per prompt), got shape '
+                       f'{np.shape(leaf)}.')
   for name, value in (('eos_id', eos_id), ('pad_id', pad_id)):
     if not _is_int(value) or not 0 <= value < config.vocab_size:
       raise ValueError(f'{name} must be a token id in [0, {config.vocab_size}), got {value!r}.')
@@ -102,14 +108,13 @@ def _check_inputs(model: nn.Module, prompts: jax.Array, prompt_lengths: jax.Arra
 def generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: jax.Array, *,
              num_samples: int, max_new_tokens: int, rng: jax.Array,
              sampler: Sampler = Temperature(1.0), eos_id: int, pad_id: int,
-             return_untempered_logprobs: bool = False) -> Samples:
+             return_untempered_logprobs: bool = False, mesh: Mesh | None = None,
+             rules: sharding.LogicalRules = sharding.DEFAULT_RULES) -> Samples:
   """Draws `num_samples` continuations of each prompt.
 
   Args:
     model: a `bonjax.models.Transformer`.
-    params: its parameters (the value of `variables['params']`, boxed or not). Sharded params and
-      prompts give a sharded generation: the jitted function follows its inputs' shardings (see
-      `bonjax.sampling.sharded`).
+    params: its parameters (the value of `variables['params']`, boxed or not).
     prompts: int32 [B, P] right-padded prompts.
     prompt_lengths: int32 [B] number of real tokens of each prompt, in [1, P].
     num_samples: N, samples per prompt.
@@ -119,6 +124,11 @@ def generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: 
     eos_id: the token that ends a sample.
     pad_id: the token written after EOS.
     return_untempered_logprobs: also return each token's log-probability under the raw model.
+    mesh: if given, generation runs sharded on it: params as `bonjax.sharding.param_shardings`
+      says (they are moved there if they are not already), the B * N decoding rows and their KV
+      cache over the batch mesh axes. Prompt-level work (the prefill) is sharded too when the mesh
+      divides B, replicated otherwise.
+    rules: the logical axis rules that map the model's axis names to the mesh axes.
 
   Returns:
     Samples with tokens [B, N, T]. The decode loop stops as soon as every sample is done.
@@ -128,92 +138,129 @@ def generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: 
   _check_inputs(model, prompts, prompt_lengths, num_samples, max_new_tokens, sampler, eos_id,
                 pad_id)
   keys = prompt_keys(rng, prompts.shape[0])
-  return _generate(model, params, prompts.astype(jnp.int32), prompt_lengths.astype(jnp.int32),
-                   keys, sampler, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                   eos_id=eos_id, pad_id=pad_id,
-                   return_untempered_logprobs=return_untempered_logprobs)
+  # Python floats and numpy/jax scalars of any precision trace alike: no re-compilation when only
+  # a sampler parameter's value (or its Python type) changes.
+  sampler = jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float32), sampler)
+  prompts, prompt_lengths = prompts.astype(jnp.int32), prompt_lengths.astype(jnp.int32)
+  rules = tuple(tuple(rule) for rule in rules)  # Hashable: a static argument of the jit.
+  params = nn.unbox(params)
+  if mesh is not None:
+    params = jax.device_put(params, _param_shardings(model, mesh, rules))
+  return _generate(model, params, prompts, prompt_lengths, keys, sampler, jnp.int32(eos_id),
+                   jnp.int32(pad_id), num_samples=num_samples, max_new_tokens=max_new_tokens,
+                   return_untempered_logprobs=return_untempered_logprobs, mesh=mesh, rules=rules)
+
+
+@functools.lru_cache(maxsize=16)
+def _param_shardings(model: nn.Module, mesh: Mesh, rules: sharding.LogicalRules) -> Any:
+  return sharding.param_shardings(model, mesh, rules)
 
 
 def _token_log_probs(log_probs: jax.Array, tokens: jax.Array) -> jax.Array:
   return jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'num_samples', 'max_new_tokens', 'eos_id',
-                                             'pad_id', 'return_untempered_logprobs'))
+def _constrain(tree: Any, logical_axes: Any, mesh: Mesh | None,
+               rules: sharding.LogicalRules) -> Any:
+  """Shards `tree` by its logical axes on `mesh` (dimensions the mesh does not divide stay whole)."""
+  if mesh is None:
+    return tree
+  return jax.lax.with_sharding_constraint(
+      tree, sharding.logical_to_sharding(logical_axes, mesh, rules, shapes=tree))
+
+
+def _per_row(sampler: Sampler, num_samples: int) -> Sampler:
+  """Repeats the per-prompt ([B]) parameters of `sampler` to the B * N rows."""
+  return jax.tree.map(lambda x: jnp.repeat(x, num_samples) if x.ndim == 1 else x, sampler)
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'num_samples', 'max_new_tokens',
+                                             'return_untempered_logprobs', 'mesh', 'rules'))
 def _generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: jax.Array,
-              keys: jax.Array, sampler: Sampler, *, num_samples: int, max_new_tokens: int,
-              eos_id: int, pad_id: int, return_untempered_logprobs: bool) -> Samples:
-  """The whole generation as one XLA program (compiled once per model, shapes and sampler type)."""
+              keys: jax.Array, sampler: Sampler, eos_id: jax.Array, pad_id: jax.Array, *,
+              num_samples: int, max_new_tokens: int, return_untempered_logprobs: bool,
+              mesh: Mesh | None, rules: sharding.LogicalRules) -> Samples:
+  """The whole generation as one XLA program (compiled once per model, shapes and sampler type).
+
+  Decoding works on B * N flat rows (row b * N + j is sample j of prompt b), sharded over the
+  batch mesh axes; prompt-level arrays are repeated to rows once, before the loop.
+  """
   config = model.config
   batch_size, prompt_len = prompts.shape
   num_rows = batch_size * num_samples
   variables = {'params': params}
+  constrain = functools.partial(_constrain, mesh=mesh, rules=rules)
+  rows = lambda x: jnp.repeat(x, num_samples, axis=0)  # [B, ...] -> [B * N, ...]
 
   # Prefill: every prompt once, in a cache long enough for its samples' tokens.
   slots = jnp.arange(prompt_len, dtype=jnp.int32)
   cache = models.init_cache(config, batch_size, prompt_len + max_new_tokens, dtype=config.dtype)
+  cache = constrain(cache, models.cache_logical_axes(cache))
   logits, cache = model.apply(
       variables, prompts, positions=jnp.broadcast_to(slots, prompts.shape),
       input_mask=slots < prompt_lengths[:, None], cache=cache)
-  last_logits = jnp.take_along_axis(logits, (prompt_lengths - 1)[:, None, None], axis=1)
+  last_logits = jnp.take_along_axis(logits, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
   cache = models.repeat_cache(cache, num_samples)
+  cache = constrain(cache, models.cache_logical_axes(cache))
 
-  sample_keys = jax.vmap(lambda key: jax.random.split(key, num_samples))(keys)  # [B, N]
-  fold_in = jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(0, None)), in_axes=(0, None))
+  sampler = _per_row(sampler, num_samples)
+  row_keys = jax.vmap(lambda key: jax.random.split(key, num_samples))(keys).reshape(num_rows)
+  row_prompt_lengths = rows(prompt_lengths)
+  step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))
 
   def draw(logits, step, done):
-    """Samples token `step` of every row from logits [B, N or 1, V]; pads rows already done."""
-    logits = jnp.broadcast_to(logits, (batch_size, num_samples, logits.shape[-1]))
-    tokens, logprobs = sampler.sample(fold_in(sample_keys, step), logits)
-    tokens = jnp.where(done, pad_id, tokens)
-    logprobs = jnp.where(done, 0.0, logprobs)
-    untempered = None
+    """Token `step` of every row from logits [B * N, V]; rows already done get padding."""
+    tokens, logprobs = sampler.sample(step_keys(row_keys, step), logits)
+    outputs = {'tokens': jnp.where(done, pad_id, tokens),
+               'logprobs': jnp.where(done, 0.0, logprobs)}
     if return_untempered_logprobs:
       untempered = _token_log_probs(jax.nn.log_softmax(logits, axis=-1), tokens)
-      untempered = jnp.where(done, 0.0, untempered)
-    return tokens, logprobs, untempered
+      outputs['untempered'] = jnp.where(done, 0.0, untempered)
+    return outputs
 
-  def write(buffer, step, values):
-    return jax.lax.dynamic_update_index_in_dim(buffer, values, step, axis=2)
+  def constrain_state(state):
+    axes = {name: ('batch',) + (None,) * (value.ndim - 1)
+            for name, value in state.items() if name != 'cache'}
+    axes['step'] = ()
+    axes['cache'] = models.cache_logical_axes(state['cache'])
+    return constrain(state, axes)
 
-  shape = (batch_size, num_samples, max_new_tokens)
-  not_done = jnp.zeros(shape[:2], bool)
-  first, first_logprobs, first_untempered = draw(last_logits, 0, not_done)
+  def record(state, step, drawn):
+    """Writes the tokens drawn at `step` and updates which rows are done."""
+    done = state['done']
+    state = dict(state, step=step + 1, last=drawn['tokens'], done=done | (drawn['tokens'] == eos_id),
+                 lengths=state['lengths'] + (~done).astype(jnp.int32))
+    for name in drawn:
+      state[name] = jax.lax.dynamic_update_index_in_dim(state[name], drawn[name], step, axis=1)
+    return constrain_state(state)
+
+  shape = (num_rows, max_new_tokens)
   state = {
-      'step': jnp.ones((), jnp.int32),
-      'tokens': write(jnp.full(shape, pad_id, jnp.int32), 0, first),
-      'logprobs': write(jnp.zeros(shape, jnp.float32), 0, first_logprobs),
-      'done': first == eos_id,
-      'lengths': jnp.ones(shape[:2], jnp.int32),
+      'step': jnp.zeros((), jnp.int32),
+      'last': jnp.zeros((num_rows,), jnp.int32),
+      'done': jnp.zeros((num_rows,), bool),
+      'lengths': jnp.zeros((num_rows,), jnp.int32),
+      'tokens': jnp.full(shape, pad_id, jnp.int32),
+      'logprobs': jnp.zeros(shape, jnp.float32),
       'cache': cache,
   }
   if return_untempered_logprobs:
-    state['untempered'] = write(jnp.zeros(shape, jnp.float32), 0, first_untempered)
-  row_prompt_lengths = jnp.repeat(prompt_lengths, num_samples)[:, None]  # [B * N, 1]
+    state['untempered'] = jnp.zeros(shape, jnp.float32)
+  state = record(state, state['step'], draw(rows(last_logits), 0, state['done']))
 
   def keep_going(state):
     return (state['step'] < max_new_tokens) & ~jnp.all(state['done'])
 
   def decode_step(state):
-    step, done = state['step'], state['done']
-    previous = jax.lax.dynamic_index_in_dim(state['tokens'], step - 1, axis=2, keepdims=False)
-    logits, cache = model.apply(
-        variables, previous.reshape(num_rows, 1),
-        positions=row_prompt_lengths + step - 1, cache=state['cache'])
-    tokens, logprobs, untempered = draw(
-        logits.reshape(batch_size, num_samples, -1), step, done)
-    new_state = {
-        'step': step + 1,
-        'tokens': write(state['tokens'], step, tokens),
-        'logprobs': write(state['logprobs'], step, logprobs),
-        'done': done | (tokens == eos_id),
-        'lengths': state['lengths'] + (~done).astype(jnp.int32),
-        'cache': cache,
-    }
-    if return_untempered_logprobs:
-      new_state['untempered'] = write(state['untempered'], step, untempered)
-    return new_state
+    step = state['step']
+    logits, cache = model.apply(variables, state['last'][:, None],
+                                positions=(row_prompt_lengths + step - 1)[:, None],
+                                cache=state['cache'])
+    return record(dict(state, cache=cache), step, draw(logits[:, 0], step, state['done']))
 
   state = jax.lax.while_loop(keep_going, decode_step, state)
-  return Samples(tokens=state['tokens'], logprobs=state['logprobs'], lengths=state['lengths'],
-                 done=state['done'], untempered_logprobs=state.get('untempered'))
+  per_prompt = lambda x: x.reshape((batch_size, num_samples) + x.shape[1:])
+  return Samples(tokens=per_prompt(state['tokens']), logprobs=per_prompt(state['logprobs']),
+                 lengths=per_prompt(state['lengths']), done=per_prompt(state['done']),
+                 untempered_logprobs=(per_prompt(state['untempered'])
+                                      if return_untempered_logprobs else None))

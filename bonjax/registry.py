@@ -26,6 +26,7 @@ import gin
 from bonjax import verifiers
 from bonjax.train import reward_model
 
+
 def _register(fn_or_cls: Any, name: str, module: str) -> Any:
   return gin.external_configurable(fn_or_cls, name=name, module=module)
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from absl import logging
 import flax.linen as nn
 import gin
 import jax
@@ -206,11 +207,13 @@ def make_train_step(model: learned.RewardModel, optimizer: optax.GradientTransfo
 
 
 def evaluate(verifier: learned.LearnedVerifier, triples: Sequence[Triple]) -> dict[str, float]:
-  """Held-out metrics: AUC, BCE loss, accuracy at logit 0, and the fraction correct."""
+  """Held-out metrics: AUC (NaN if one class), BCE loss, accuracy at logit 0, fraction correct."""
   logits = verifier.score_pairs([t.prompt for t in triples], [t.completion for t in triples])
   labels = np.array([t.correct for t in triples], np.float32)
   loss = optax.sigmoid_binary_cross_entropy(logits, labels).mean()
-  return {'auc': auc(logits, labels), 'loss': float(loss),
+  # A held-out set of one class (e.g. a policy that solved every problem) has no AUC.
+  one_class = labels.min() == labels.max()
+  return {'auc': float('nan') if one_class else auc(logits, labels), 'loss': float(loss),
           'accuracy': float(np.mean((logits > 0) == labels.astype(bool))),
           'positive_fraction': float(labels.mean())}
 
@@ -263,8 +266,8 @@ def train_reward_model(workdir: str, triples: Sequence[Triple], tokenizer_path: 
   def held_out_metrics(step: int, train_loss: float) -> dict[str, float]:
     verifier = learned.LearnedVerifier(tokenizer, params, config, max_len, batch_size)
     metrics = {'step': step, 'train_loss': train_loss, **evaluate(verifier, eval_triples)}
-    print(f'reward_model step {step}: ' + ', '.join(f'{k}={v:.4g}' for k, v in metrics.items()),
-          flush=True)
+    logging.info('reward_model step %d: %s', step,
+                 ', '.join(f'{k}={v:.4g}' for k, v in metrics.items()))
     return metrics
 
   indices = _index_stream(len(train_triples), batch_size, np.random.default_rng(seed))

@@ -1,0 +1,8 @@
+"""Vectorized N-sample generation with a prefix-shared KV cache, and the token samplers."""
+
+from bonjax.sampling.generation import Samples, generate, prompt_keys
+from bonjax.sampling.samplers import (Greedy, MinP, Sampler, Temperature, TopK, TopP,
+                                      tempered_log_probs)
+
+__all__ = ['Greedy', 'MinP', 'Sampler', 'Samples', 'Temperature', 'TopK', 'TopP', 'generate',
+           'prompt_keys', 'tempered_log_probs']

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Union
 
 import jax
@@ -21,6 +22,7 @@ def _geometric_sum(a: Array, b: Array, n: int) -> Array:
   return jnp.sum(a_pows * b_pows[..., ::-1], axis=-1)
 
 
+@functools.partial(jax.jit, static_argnames=('n',))
 def bon_probs(probs: Array, scores: Array, n: int, *, mask: Optional[Array] = None) -> Array:
   """The exact Best-of-n distribution of a categorical policy (BON_MATH §2).
 
@@ -68,6 +70,7 @@ def _uniform_tilt_kl(lam: Array) -> Array:
   return jnp.where(small, lam**2 / 24.0, safe * mean_u - log_z)  # series: l^2 Var(u) / 2
 
 
+@jax.jit
 def lambda_n(n: Union[int, Array]) -> Array:
   """The variational BoN temperature lam_N (BON_MATH §3; our choice, not the paper's).
 
@@ -96,6 +99,7 @@ def lambda_n(n: Union[int, Array]) -> Array:
   return jnp.where(n <= 1.0, 0.0, 0.5 * (lo + hi))
 
 
+@jax.jit
 def win_rate(scores: Array, *, mask: Optional[Array] = None) -> Array:
   """Empirical win rate Q of each sample against the other samples of its prompt (BON_MATH §1).
 

@@ -7,6 +7,7 @@ Their values are surrogates, not the objectives; log the metrics of `bonjax.obje
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
@@ -30,6 +31,7 @@ def _token_normalizer(token_mask: Array, reduce: str, dtype) -> Array:
   return jax.lax.stop_gradient(jnp.maximum(mean, 1.0))
 
 
+@functools.partial(jax.jit, static_argnames=('reduce', 'clip_eps', 'kl_coef'))
 def policy_gradient_loss(token_logprobs: Array, token_mask: Array, weights: Array, *,
                          reduce: str = "sequence", old_logprobs: Optional[Array] = None,
                          clip_eps: Optional[float] = None, ref_logprobs: Optional[Array] = None,
@@ -104,6 +106,7 @@ def policy_gradient_loss(token_logprobs: Array, token_mask: Array, weights: Arra
   return loss / _token_normalizer(mask, reduce, dtype)
 
 
+@functools.partial(jax.jit, static_argnames=('reduce',))
 def sft_loss(token_logprobs: Array, token_mask: Array, *, reduce: str = "sequence") -> Array:
   """Supervised fine-tuning: -log pi(y* | x) = -sum_t log pi(y*_t | ...) (BON_MATH §5.1).
 
@@ -123,6 +126,7 @@ def sft_loss(token_logprobs: Array, token_mask: Array, *, reduce: str = "sequenc
   return jnp.mean(nll) / _token_normalizer(mask, reduce, dtype)
 
 
+@functools.partial(jax.jit, static_argnames=('n', 'form'))
 def bon_sft_loss(expert_logprob: Array, sample_logprobs: Array, expert_score: Array,
                  sample_scores: Array, n: int, form: str = "variational",
                  lam: Optional[float] = None, *, mask: Optional[Array] = None) -> Array:
@@ -201,6 +205,7 @@ def bon_sft_loss(expert_logprob: Array, sample_logprobs: Array, expert_score: Ar
   return -jnp.mean(surrogate)
 
 
+@functools.partial(jax.jit, static_argnames=('n',))
 def dco_loss(seq_logprob: Array, n: int) -> Array:
   """DCO (Chen et al. 2025): pass@n-aware SFT that stops pushing confident targets (BON_MATH §5.5).
 

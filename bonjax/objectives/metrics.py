@@ -7,6 +7,8 @@ Rows with fewer than k valid samples have no unbiased estimate and return NaN.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Optional, Sequence, Union
 
 import jax
@@ -26,6 +28,22 @@ def _per_k(ks: Ks, num_samples: int, metric) -> Array:
   return jnp.stack(out, axis=-1) if is_sequence else out[0]
 
 
+def _jit_with_static_k(fn):
+  """jax.jit with `k` static; a list of ks becomes a (hashable) tuple first."""
+  jitted = jax.jit(fn, static_argnames=("k",))
+  signature = inspect.signature(fn)
+
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    bound = signature.bind(*args, **kwargs)
+    if isinstance(bound.arguments["k"], (list, np.ndarray)):
+      bound.arguments["k"] = tuple(np.asarray(bound.arguments["k"]).ravel().tolist())
+    return jitted(*bound.args, **bound.kwargs)
+
+  return wrapper
+
+
+@_jit_with_static_k
 def pass_at_k(correct: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
   """pass@k (Chen et al. 2021): P(at least one of k samples is correct), unbiased (BON_MATH §4).
 
@@ -55,6 +73,7 @@ def pass_at_k(correct: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
   return _per_k(k, num_samples, metric)
 
 
+@_jit_with_static_k
 def bon_at_k(scores: Array, rewards: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
   """BoN@k: expected reward of the verifier's pick among k samples, unbiased (BON_MATH §4).
 
@@ -93,6 +112,7 @@ def bon_at_k(scores: Array, rewards: Array, k: Ks, *, mask: Optional[Array] = No
   return _per_k(k, num_samples, metric)
 
 
+@_jit_with_static_k
 def max_at_k(rewards: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
   """max@k: expected best reward among k samples, unbiased; BoN@k with s = R (BON_MATH §4).
 
@@ -104,6 +124,7 @@ def max_at_k(rewards: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
   return bon_at_k(rewards, rewards, k, mask=mask)
 
 
+@_jit_with_static_k
 def majority_at_k(answer_ids: Array, correct: Array, k: Ks, *,
                   mask: Optional[Array] = None) -> Array:
   """Majority-vote@k: P(the most frequent answer among k samples is correct), unbiased (§4).

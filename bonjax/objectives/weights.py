@@ -11,8 +11,10 @@ Inputs may be any real dtype; the math runs in float32 (float64 if given float64
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
+import jax
 import jax.numpy as jnp
 
 from bonjax.objectives import _checks
@@ -29,6 +31,7 @@ def _prepare(primary, primary_name: str, mask, **others):
   return primary, valid, others
 
 
+@jax.jit
 def rloo_weights(rewards: Array, *, mask: Optional[Array] = None) -> Array:
   """REINFORCE with a leave-one-out baseline (RLOO; BON_MATH §5.1).
 
@@ -51,6 +54,7 @@ def rloo_weights(rewards: Array, *, mask: Optional[Array] = None) -> Array:
   return jnp.where(valid, (r - baseline) / jnp.maximum(m, 1.0), 0.0)
 
 
+@functools.partial(jax.jit, static_argnames=('scale_by_std', 'eps'))
 def grpo_weights(rewards: Array, scale_by_std: bool = True, *, eps: float = 1e-6,
                  mask: Optional[Array] = None) -> Array:
   """GRPO-style group-normalized advantages, on the BON_MATH §5 scale.
@@ -78,6 +82,7 @@ def grpo_weights(rewards: Array, scale_by_std: bool = True, *, eps: float = 1e-6
   return centered / m
 
 
+@functools.partial(jax.jit, static_argnames=('n', 'baseline'))
 def bon_rl_weights(scores: Array, rewards: Array, n: int, baseline: str = "loo", *,
                    mask: Optional[Array] = None) -> Array:
   """Unbiased BoN-RL weights for the Best-of-n objective J_n (BON_MATH §5.2).
@@ -151,6 +156,7 @@ def bon_rl_weights(scores: Array, rewards: Array, n: int, baseline: str = "loo",
   return jnp.where(valid & ratio.row_ok[..., None], weights, 0.0)
 
 
+@functools.partial(jax.jit, static_argnames=('k',))
 def pkpo_weights(rewards: Array, k: int, *, mask: Optional[Array] = None) -> Array:
   """PKPO (Walder & Karkhanis 2025) weights for max@k / pass@k with the "loo-1" baseline (§5.5).
 
@@ -170,6 +176,7 @@ def pkpo_weights(rewards: Array, k: int, *, mask: Optional[Array] = None) -> Arr
   return bon_rl_weights(rewards, rewards, k, "loo", mask=mask)
 
 
+@functools.partial(jax.jit, static_argnames=('n', 'variant', 'clip', 'eps'))
 def bon_rlb_weights(correct: Array, n: int, variant: str = "exact", p_fail: Optional[Array] = None,
                     clip: Optional[float] = None, *, eps: float = 1e-6,
                     mask: Optional[Array] = None) -> Array:

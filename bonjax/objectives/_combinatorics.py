@@ -6,15 +6,15 @@ as averaging over a uniformly random strict order of each tie group. A sample wh
 rank uniform on `L+1..U`, and hockey-stick sums turn the expected binomial weight of that rank into
 differences of one binomial table: `E[C(rank-1, k-1)] = (C(U, k) - C(L, k)) / g`.
 
-Order statistics come from `[..., M, M]` comparison matrices contracted with matmuls: O(M^2) per
-prompt, but on CPU and accelerators alike it beats a sort of M = 64..256 elements by a wide margin.
+Only the counts L need an O(M^2) comparison (one matmul); the rest is O(M) bucket sums by rank
+(see `Ranks`). On CPU this beats a sort of M = 64..256 elements by a wide margin.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -66,23 +66,51 @@ def rowdot(matrix: jnp.ndarray, vector: jnp.ndarray) -> jnp.ndarray:
   return jnp.einsum("...ij,...j->...i", matrix, vector, precision=jax.lax.Precision.HIGHEST)
 
 
-class TieStats(NamedTuple):
-  """Order statistics of each sample among the valid samples of its prompt (all `[..., M]`)."""
-  below: jnp.ndarray      # L_i: valid samples with a strictly lower score (int32)
-  group: jnp.ndarray      # g_i: valid samples with an equal score, i included if valid (int32)
-  at_or_below: jnp.ndarray  # U_i = L_i + g_i (int32)
-  lower: jnp.ndarray      # [..., M, M]: lower[i, j] = 1 if s_j < s_i (as `dtype`)
-  equal: jnp.ndarray      # [..., M, M]: equal[i, j] = 1 if s_j == s_i (as `dtype`)
+class Ranks:
+  """Tie-aware ranks of each sample among the valid samples of its row (all `[..., M]`).
 
+  Only L_i (valid samples strictly below s_i) needs an O(M^2) comparison. Every other statistic is
+  a sum over rank buckets: samples tied with i share L_i, so scatter-adding a per-sample quantity
+  into bucket L_j and prefix-summing the M + 1 buckets gives tie-group sums and the sums over
+  strictly lower or strictly higher samples in O(M) more work (no sort: XLA's CPU sort is slow).
+  """
 
-def tie_stats(scores: jnp.ndarray, valid: jnp.ndarray, dtype) -> TieStats:
-  """Counts L, g, U of every sample against the valid samples of its row (BON_MATH §4)."""
-  lower = (scores[..., None, :] < scores[..., :, None]).astype(dtype)
-  equal = (scores[..., None, :] == scores[..., :, None]).astype(dtype)
-  v = valid.astype(dtype)
-  below = jnp.round(rowdot(lower, v)).astype(jnp.int32)
-  group = jnp.round(rowdot(equal, v)).astype(jnp.int32)
-  return TieStats(below, group, below + group, lower, equal)
+  def __init__(self, scores: jnp.ndarray, valid: jnp.ndarray, dtype,
+               tie_values: Optional[jnp.ndarray] = None):
+    """`tie_values`, if given, are summed over each tie group in the same scatter (`tie_sum`)."""
+    self._dtype, self._valid = dtype, valid
+    self._size = scores.shape[-1] + 1
+    lower = (scores[..., None, :] < scores[..., :, None]).astype(dtype)
+    self.below = jnp.round(rowdot(lower, valid.astype(dtype))).astype(jnp.int32)  # L_i
+    channels = [jnp.ones_like(scores, dtype)]
+    if tie_values is not None:
+      channels.append(tie_values.astype(dtype))
+    tied = jnp.take_along_axis(self._buckets(jnp.stack(channels, -1)), self.below[..., None],
+                               axis=-2)
+    self.group = jnp.maximum(jnp.round(tied[..., 0]).astype(jnp.int32), 1)  # g_i (>= 1)
+    self.at_or_below = self.below + self.group  # U_i = L_i + g_i
+    self.tie_sum = tied[..., 1] if tie_values is not None else None  # sum over i's tie group
+
+  def _buckets(self, values: jnp.ndarray) -> jnp.ndarray:
+    """`[..., M + 1, C]`: bucket l holds the sums of `values` `[..., M, C]` over valid samples
+    with L_j = l. Samples tied with i are exactly the valid ones in bucket L_i."""
+    values = jnp.where(self._valid[..., None], values, 0.0)
+    flat_index = self.below.reshape(-1, self.below.shape[-1])
+    rows = jnp.arange(flat_index.shape[0])[:, None]
+    buckets = jnp.zeros((flat_index.shape[0], self._size, values.shape[-1]), self._dtype)
+    buckets = buckets.at[rows, flat_index].add(values.reshape(flat_index.shape + values.shape[-1:]))
+    return buckets.reshape(self.below.shape[:-1] + buckets.shape[-2:])
+
+  def sum_below(self, values: jnp.ndarray) -> jnp.ndarray:
+    """sum of `values` over valid samples j with s_j < s_i (buckets l < L_i)."""
+    inclusive = jnp.cumsum(self._buckets(values[..., None])[..., 0], axis=-1)
+    exclusive = jnp.concatenate([jnp.zeros_like(inclusive[..., :1]), inclusive[..., :-1]], -1)
+    return jnp.take_along_axis(exclusive, self.below, axis=-1)
+
+  def sum_above(self, values: jnp.ndarray) -> jnp.ndarray:
+    """sum of `values` over valid samples j with s_j > s_i (buckets l >= U_i)."""
+    from_top = jnp.cumsum(self._buckets(values[..., None])[..., ::-1, 0], axis=-1)[..., ::-1]
+    return jnp.take_along_axis(from_top, self.at_or_below, axis=-1)  # U_i <= m <= M
 
 
 def valid_count(valid: jnp.ndarray) -> jnp.ndarray:

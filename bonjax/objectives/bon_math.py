@@ -118,7 +118,7 @@ def win_rate(scores: Array, *, mask: Optional[Array] = None) -> Array:
   scores = _checks.group_array(scores, "scores")
   valid = _checks.group_mask(mask, scores.shape)
   dtype = _checks.compute_dtype(scores)
-  stats = comb.tie_stats(scores.astype(dtype), valid, dtype)
+  ranks = comb.Ranks(scores.astype(dtype), valid, dtype)
   others = (comb.valid_count(valid) - 1)[..., None]
-  q = (stats.at_or_below - 1).astype(dtype) / jnp.maximum(others, 1).astype(dtype)
+  q = (ranks.at_or_below - 1).astype(dtype) / jnp.maximum(others, 1).astype(dtype)
   return jnp.where(valid, jnp.where(others > 0, q, 1.0), 0.0)

@@ -100,13 +100,13 @@ def bon_at_k(scores: Array, rewards: Array, k: Ks, *, mask: Optional[Array] = No
   dtype = _checks.compute_dtype(scores, rewards)
   num_samples = scores.shape[-1]
   r = jnp.where(valid, rewards.astype(dtype), 0.0)
-  stats = comb.tie_stats(scores.astype(dtype), valid, dtype)
-  group = jnp.maximum(stats.group, 1).astype(dtype)
+  ranks = comb.Ranks(scores.astype(dtype), valid, dtype)
+  group = ranks.group.astype(dtype)
   m = comb.valid_count(valid)
 
   def metric(k):
     ratio = comb.BinomRatio(m, k, num_samples, dtype)
-    pick = (ratio(stats.at_or_below, k) - ratio(stats.below, k)) / group
+    pick = (ratio(ranks.at_or_below, k) - ratio(ranks.below, k)) / group
     return jnp.where(ratio.row_ok, jnp.sum(r * pick, axis=-1), jnp.nan)
 
   return _per_k(k, num_samples, metric)

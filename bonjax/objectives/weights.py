@@ -97,7 +97,7 @@ def bon_rl_weights(scores: Array, rewards: Array, n: int, baseline: str = "loo",
   and 'none' is REINFORCE (w_i = R_i / m). BoN-RL-V passes `rewards=scores`; BoN-RL-S passes
   environment rewards with verifier scores; with s = R and binary R this is PKPO's pass@n estimator.
 
-  Closed form (no subset enumeration, O(M^2) per prompt): with L_i / g_i / U_i = L_i + g_i the counts
+  Closed form (no subset enumeration; one O(M^2) comparison matmul, the rest O(M) per prompt): with L_i / g_i / U_i = L_i + g_i the counts
   of valid samples scoring below / equal to / at most s_i, T_i the sum of R over i's tie group, and
   every C(., .) divided by C(m, n),
 
@@ -132,27 +132,25 @@ def bon_rl_weights(scores: Array, rewards: Array, n: int, baseline: str = "loo",
 
   scores = scores.astype(dtype)
   r = jnp.where(valid, rewards.astype(dtype), 0.0)
-  stats = comb.tie_stats(scores, valid, dtype)
-  lo, g, hi = stats.below, stats.group, stats.at_or_below
+  ranks = comb.Ranks(scores, valid, dtype, tie_values=r)
+  lo, g, hi = ranks.below, ranks.group, ranks.at_or_below
   ratio = comb.BinomRatio(comb.valid_count(valid), n, num_samples, dtype)
-  g_f = jnp.maximum(g, 1).astype(dtype)
+  g_f = g.astype(dtype)
   pairs = jnp.where(g > 1, g_f * (g_f - 1.0), 1.0)
-  tie_rest = comb.rowdot(stats.equal, r) - r  # T_i - R_i: rewards of i's tied partners
+  tie_rest = ranks.tie_sum - r  # T_i - R_i: rewards of i's tied partners
 
   top = ratio(hi, n) - ratio(lo, n)
-  below_weight = (ratio(hi, n - 1) - ratio(lo, n - 1)) / g_f  # E[C(rank_j-1, n-2)] / C(m, n)
-  weights = (r * top / g_f
-             - tie_rest * (top - g_f * ratio(lo, n - 1)) / pairs
-             - comb.rowdot(stats.lower, r * below_weight))
-  if baseline == "none":
-    # sum over (n-1)-subsets T of the other samples of f(T): lower groups keep their ranks, i's own
-    # group loses one member, higher groups move down one rank.
+  weights = r * top / g_f - tie_rest * (top - g_f * ratio(lo, n - 1)) / pairs
+  if baseline == "loo":
+    below_weight = (ratio(hi, n - 1) - ratio(lo, n - 1)) / g_f  # E[C(rank_j-1, n-2)] / C(m, n)
+    weights = weights - ranks.sum_below(r * below_weight)
+  else:
+    # Add back sum_{T ⊆ others, |T| = n-1} f(T) / C(m, n): lower groups keep their ranks (that
+    # term cancels the LOO one exactly), i's own group loses one member, higher groups move down one.
     above_weight = (ratio(hi - 1, n - 1) - ratio(lo - 1, n - 1)) / g_f
-    higher = 1.0 - stats.lower - stats.equal
     weights = (weights
-               + comb.rowdot(stats.lower, r * below_weight)
                + tie_rest * (ratio(hi - 1, n - 1) - ratio(lo, n - 1)) / jnp.maximum(g_f - 1.0, 1.0)
-               + comb.rowdot(higher, r * above_weight))
+               + ranks.sum_above(r * above_weight))
   return jnp.where(valid & ratio.row_ok[..., None], weights, 0.0)
 
 

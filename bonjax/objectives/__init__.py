@@ -1,6 +1,6 @@
 """Best-of-N objectives: exact BoN math, unbiased metrics, per-sample weights and losses.
 
-Pure JAX (plus numpy and optax-free): other JAX code imports this package alone,
+Imports only jax, numpy and the standard library, so other JAX code can import it alone:
 
     from bonjax import objectives as bo
     w = bo.bon_rl_weights(scores, rewards, n=8)          # [batch, M] -> [batch, M]

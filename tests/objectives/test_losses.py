@@ -92,9 +92,9 @@ def test_bon_sft_bias_shrinks_with_m(form, x64, enum, star=1):
   logits, scores, n = np.array([0.2, -0.3, 0.1]), np.array([0.0, 1.0, 2.0]), 4
   exact = _exact_bon_sft_gradient(logits, scores, star, n, form)
   biases = [np.linalg.norm(_expected_bon_sft_gradient(logits, scores, star, n, m, form, enum)
-                           - exact) for m in (2, 3, 4)]
+                           - exact) for m in (2, 3, 5)]
   assert all(later < earlier for earlier, later in zip(biases, biases[1:])), biases
-  assert biases[-1] < 0.75 * biases[0], biases
+  assert biases[-1] < 0.8 * biases[0], biases
 
 
 def test_bon_sft_n1_is_sft_and_inputs_are_checked():

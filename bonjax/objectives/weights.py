@@ -97,9 +97,9 @@ def bon_rl_weights(scores: Array, rewards: Array, n: int, baseline: str = "loo",
   and 'none' is REINFORCE (w_i = R_i / m). BoN-RL-V passes `rewards=scores`; BoN-RL-S passes
   environment rewards with verifier scores; with s = R and binary R this is PKPO's pass@n estimator.
 
-  Closed form (no subset enumeration; one O(M^2) comparison matmul, the rest O(M) per prompt): with L_i / g_i / U_i = L_i + g_i the counts
-  of valid samples scoring below / equal to / at most s_i, T_i the sum of R over i's tie group, and
-  every C(., .) divided by C(m, n),
+  Closed form, never enumerating subsets (per prompt: one O(M^2) comparison matmul, the rest O(M)).
+  With L_i / g_i / U_i = L_i + g_i the counts of valid samples scoring below / equal to / at most
+  s_i, T_i the sum of R over i's tie group, and every C(., .) divided by C(m, n),
 
       w_i^loo = R_i (C(U_i, n) - C(L_i, n)) / g_i
                 - (T_i - R_i) (C(U_i, n) - C(L_i, n) - g_i C(L_i, n-1)) / (g_i (g_i - 1))

@@ -13,6 +13,7 @@ def test_doc_has_examples():
   assert len(BLOCKS) >= 2
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.parametrize("index", [pytest.param(i, marks=pytest.mark.slow) if "optax" in block
+                                   else i for i, block in enumerate(BLOCKS)])
 def test_doc_example_runs(index):
   exec(compile(BLOCKS[index], f"{DOC.name}[block {index}]", "exec"), {"__name__": "__doc_example__"})

@@ -86,6 +86,7 @@ def _exact_bon_sft_gradient(logits, scores, star, n, form):
   return np.asarray(jax.grad(objective)(jnp.asarray(logits)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["exact", "variational"])
 def test_bon_sft_bias_shrinks_with_m(form, x64, enum, star=1):
   """Plug-in BoN-SFT is consistent, not unbiased (BON_MATH §5.4): the bias falls as M grows."""

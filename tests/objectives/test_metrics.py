@@ -61,6 +61,7 @@ def test_bon_at_k_with_ties_matches_brute_force_and_oracle_is_pass_at_k():
   chex.assert_trees_all_close(bo.bon_at_k(scores, rewards, 1), rewards.mean(-1), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_majority_at_k_matches_brute_force():
   rng = np.random.RandomState(2)
   answers = rng.randint(0, 3, (3, 7))
@@ -92,6 +93,7 @@ def test_masked_samples_are_not_drawn_and_short_rows_are_nan(metric):
   assert np.isnan(got[2])  # 2 valid samples < k = 3: no unbiased estimate
 
 
+@pytest.mark.slow
 def test_large_m_and_bf16_are_finite():
   rng = np.random.RandomState(4)
   scores = jnp.asarray(rng.randint(0, 50, (2, 256)), jnp.bfloat16)

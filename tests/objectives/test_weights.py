@@ -138,6 +138,7 @@ def test_all_equal_scores_give_rloo_for_every_n():
     chex.assert_trees_all_close(w, bo.rloo_weights(rewards), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [8, 256])
 def test_large_m_is_finite_and_matches_float64_and_identities(n):
   """M = 256 with ties: f32 equals f64; sum_i w^none = n BoN@n, sum_i w^loo = n (BoN@n - BoN@n-1)."""
@@ -287,6 +288,7 @@ def _train_bandit(weight_fn, steps=300, prompts=64, samples=8):
   return float(jax.nn.softmax(logits)[1])
 
 
+@pytest.mark.slow
 def test_training_converges_to_the_bon_optimum_not_the_single_sample_one():
   grid = jnp.linspace(0.0, 1.0, 2001)
   q_star = float(grid[jnp.argmax(_bandit_objective(grid, BON_N))])

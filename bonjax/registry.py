@@ -23,7 +23,7 @@ from typing import Any
 
 import gin
 
-from bonjax import verifiers
+from bonjax import demo, verifiers
 from bonjax.train import reward_model
 
 
@@ -36,6 +36,7 @@ answer_match = _register(verifiers.AnswerMatch, 'answer_match', 'bonjax.verifier
 math_answer = _register(verifiers.MathAnswer, 'math_answer', 'bonjax.verifiers')
 code_execution = _register(verifiers.CodeExecution, 'code_execution', 'bonjax.verifiers')
 noisy = _register(verifiers.Noisy, 'noisy', 'bonjax.verifiers')
+learned = _register(verifiers.LearnedVerifier, 'learned', 'bonjax.verifiers')
 # A trained reward model, read from its run directory.
 learned_verifier = _register(reward_model.load_verifier, 'learned_verifier', 'bonjax.verifiers')
 
@@ -44,6 +45,15 @@ train_reward_model = _register(reward_model.train_reward_model, 'train_reward_mo
                                'bonjax.train')
 policy_triples = _register(reward_model.policy_triples, 'policy_triples', 'bonjax.train')
 read_triples = _register(reward_model.read_triples, 'read_triples', 'bonjax.train')
+
+# The small end-to-end experiment (layer 4). Bind its knobs as `DemoConfig.<field> = ...`.
+DemoConfig = _register(demo.DemoConfig, 'DemoConfig', 'bonjax.demo')  # pylint: disable=invalid-name
+_run_demo = _register(demo.run_demo, 'run_demo', 'bonjax.demo')
+
+
+def run_demo(workdir: str) -> dict[str, Any]:
+  """`bonjax demo`: the experiment with the bound `DemoConfig`."""
+  return _run_demo(workdir=workdir, config=DemoConfig())
 
 
 def parse_config(gin_files: Sequence[str] = (), bindings: Sequence[str] = ()) -> None:

@@ -16,6 +16,7 @@ from bonjax.verifiers.answer_match import AnswerMatch
 from bonjax.verifiers.base import (MissingMetadataError, Verifier, VerifierProtocol,
                                    validate_inputs)
 from bonjax.verifiers.code_execution import CodeExecution
+from bonjax.verifiers.learned import LearnedVerifier
 from bonjax.verifiers.math_answer import MathAnswer
 from bonjax.verifiers.noisy import Noisy
 from bonjax.verifiers.sandbox import RunResult, Sandbox, SandboxLimits
@@ -24,6 +25,7 @@ REGISTRY: dict[str, Callable[..., VerifierProtocol]] = {
     "answer_match": AnswerMatch,
     "math_answer": MathAnswer,
     "code_execution": CodeExecution,
+    "learned": LearnedVerifier,
     "noisy": Noisy,
 }
 
@@ -50,6 +52,6 @@ def get(name: str, **kwargs: Any) -> VerifierProtocol:
   return constructor(**kwargs)
 
 
-__all__ = ["AnswerMatch", "CodeExecution", "MathAnswer", "MissingMetadataError", "Noisy",
+__all__ = ["AnswerMatch", "CodeExecution", "LearnedVerifier", "MathAnswer", "MissingMetadataError", "Noisy",
            "REGISTRY", "RunResult", "Sandbox", "SandboxLimits", "UnknownVerifierError", "Verifier",
            "VerifierProtocol", "get", "names", "validate_inputs"]

@@ -5,10 +5,9 @@
     score   = Dense(1)(hidden at the last real token)       [B]   (a logit: P(correct) = sigmoid)
 
 The trunk is `bonjax.models.Transformer` itself, so its parameters have exactly the layout of a
-policy's (``params['trunk']``) and a reward model can start from a policy checkpoint. The
-Transformer returns logits only; the reward model reads the hidden state by intercepting the output
-of the trunk's ``final_norm``. The unused vocabulary projection is dead code that XLA removes
-under ``jit``.
+policy's (``params['trunk']``) and a reward model can start from a policy checkpoint. The head
+reads the trunk's final-normed hidden state (``return_hidden=True``), so the vocabulary projection
+is never computed.
 
 This is the one verifier that owns Flax parameters. It knows nothing of checkpoints or training:
 ``bonjax.train.reward_model`` trains it and loads it from a run directory.
@@ -31,9 +30,6 @@ from bonjax.verifiers.base import Verifier
 
 PyTree = Any
 
-# The trunk's submodule whose output is the hidden state the head reads.
-_HIDDEN_MODULE = 'final_norm'
-
 
 class RewardModel(nn.Module):
   """Scores right-padded token sequences with one logit each.
@@ -55,22 +51,7 @@ class RewardModel(nn.Module):
     positions = jnp.arange(tokens.shape[1], dtype=jnp.int32)
     input_mask = positions[None, :] < lengths[:, None]
 
-    captured = []
-
-    def capture_hidden(next_fun, args, kwargs, context):
-      out = next_fun(*args, **kwargs)
-      module = context.module
-      if (context.method_name == '__call__' and module.name == _HIDDEN_MODULE
-          and module.parent is not None and module.parent.name == trunk.name):
-        captured.append(out)
-      return out
-
-    with nn.intercept_methods(capture_hidden):
-      trunk(tokens, input_mask=input_mask)
-    if len(captured) != 1:
-      raise RuntimeError(f'expected one call of the trunk\'s {_HIDDEN_MODULE!r}, saw '
-                         f'{len(captured)}: has bonjax.models.Transformer changed?')
-    hidden = captured[0]  # [B, L, D]
+    hidden = trunk(tokens, input_mask=input_mask, return_hidden=True)  # [B, L, D]
 
     last = jnp.clip(lengths - 1, 0, tokens.shape[1] - 1)
     last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, D]

@@ -43,9 +43,9 @@ def test_bad_input_gives_one_clear_error(prompts, completions, metadata, error, 
 
 
 def test_registry():
-  assert verifiers.names() == ["answer_match", "code_execution", "math_answer", "noisy"]
+  assert verifiers.names() == ["answer_match", "code_execution", "learned", "math_answer", "noisy"]
   assert isinstance(verifiers.get("answer_match"), verifiers.AnswerMatch)
   assert verifiers.get("math_answer", timeout_s=2).timeout_s == 2
   with pytest.raises(KeyError, match="unknown verifier 'lerned'; valid names: answer_match, "
-                                     "code_execution, math_answer, noisy"):
+                                     "code_execution, learned, math_answer, noisy"):
     verifiers.get("lerned")

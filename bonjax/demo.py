@@ -40,7 +40,7 @@ class DemoConfig:
   difficulty: str = 'easy'
   num_train: int = 4000
   num_test: int = 128
-  vocab_size: int = 320
+  vocab_size: int = 384
   num_layers: int = 3
   embed_dim: int = 128
   num_heads: int = 4
@@ -99,9 +99,13 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(),
   results = {'sft': _evaluate(rollout, params, test_source, tokenizer, config, rng)}
   arms = {'rl': lambda s, r: objectives.rloo_weights(r),
           'bon_rl': lambda s, r: objectives.bon_rl_weights(s, r, n=config.bon_n)}
+  tx = optax.adam(config.rl_learning_rate)
+  # One compiled step for both arms: they differ only in the weights they feed it.
+  pg_step = jax.jit(functools.partial(steps.policy_gradient_step, model, tx,
+                                      temperature=config.temperature))
   for name, weights_fn in arms.items():
-    arm_params = _reinforce(model, params, train_source, tokenizer, config, rollout, weights_fn,
-                            name, log)
+    arm_params = _reinforce(params, tx, pg_step, train_source, tokenizer, config, rollout,
+                            weights_fn, name, log)
     results[name] = _evaluate(rollout, arm_params, test_source, tokenizer, config, rng)
 
   _report(results, config, log)
@@ -143,12 +147,8 @@ def _rollout(model, tokenizer, verifier, config, params, batch, num_samples, rng
   return samples, rewards
 
 
-def _reinforce(model, params, source, tokenizer, config, rollout, weights_fn, name, log):
-  tx = optax.adam(config.rl_learning_rate)
+def _reinforce(params, tx, step, source, tokenizer, config, rollout, weights_fn, name, log):
   state = steps.TrainState.create(params, tx)
-  step = jax.jit(functools.partial(steps.policy_gradient_step, model, tx,
-                                   temperature=config.temperature))
-  weights_fn = jax.jit(weights_fn)
   batches = data.prompt_batches(source, tokenizer, batch_size=config.rl_prompts,
                                 max_prompt_len=config.max_prompt_len, seed=config.seed + 1)
   rng = jax.random.key(config.seed + 1)  # the same samples' randomness for every arm
@@ -159,7 +159,7 @@ def _reinforce(model, params, source, tokenizer, config, rollout, weights_fn, na
     rng, key = jax.random.split(rng)
     samples, rewards = rollout(state.params, batch, config.samples_per_prompt, key)
     # The oracle verifier: selection score and reward are the same binary correctness.
-    weights = weights_fn(jnp.asarray(rewards), jnp.asarray(rewards))
+    weights = weights_fn(jnp.asarray(rewards), jnp.asarray(rewards))  # jitted inside objectives
     state, _ = step(state, {'prompts': batch['prompts'], 'prompt_lengths': batch['prompt_lengths'],
                             'tokens': samples.tokens, 'lengths': samples.lengths,
                             'weights': weights})

@@ -23,7 +23,6 @@ the filled context) as a fraction of the FLOP/s of a large jnp.dot measured in t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import os
 import statistics

@@ -126,9 +126,8 @@ def logical_to_sharding(logical_specs: Any, mesh: Mesh, rules: LogicalRules = DE
 
   if shapes is None:
     return jax.tree.map(lambda s: to_sharding(s, None), logical_specs, is_leaf=_is_logical_spec)
-  return jax.tree.map(lambda s, x: to_sharding(s, np.shape(x) if not hasattr(x, 'shape')
-                                               else x.shape),
-                      logical_specs, shapes, is_leaf=_is_logical_spec)
+  return jax.tree.map(lambda s, x: to_sharding(s, x.shape), logical_specs, shapes,
+                      is_leaf=_is_logical_spec)
 
 
 def param_shardings(model: nn.Module, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES,

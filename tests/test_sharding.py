@@ -45,6 +45,11 @@ def test_indivisible_dimensions_fall_back_to_replicated():
   # 1 KV head cannot split over tensor=2 (fsdp has size 1 here, so it divides anything).
   assert result['mqa_k'].spec == P('fsdp', None, None)
   assert result['act'].spec == P(('data', 'fsdp'), None, None)
+  # The KV cache shards over the batch (and KV heads where they divide).
+  cache = jax.eval_shape(lambda: models.init_cache(models.get_config('tiny'), 8, 16))
+  cache_sh = sharding.logical_to_sharding(models.cache_logical_axes(cache), mesh, shapes=cache)
+  assert cache_sh['layers'][0]['k'].spec == P(('data', 'fsdp'), None, 'tensor', None)
+  assert cache_sh['index'].spec == P()
   unchecked = sharding.logical_to_sharding(specs, mesh)
   assert unchecked['mqa_k'].spec == P('fsdp', 'tensor', None)
 
@@ -58,6 +63,12 @@ def test_batch_sharding_and_distributed_noop():
   assert sharding.initialize_distributed() is False
 
 
+def _random_params(shapes, seed=0):
+  # numpy draws: compiling model.init would cost seconds per mesh on a CPU.
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda x: np.asarray(rng.normal(0.0, 0.2, x.shape), x.dtype), shapes)
+
+
 def _train_setup(mesh, cfg):
   model = models.Transformer(cfg)
   rules = sharding.DEFAULT_RULES
@@ -67,9 +78,6 @@ def _train_setup(mesh, cfg):
                                             jnp.zeros((1, 1), jnp.int32))['params'])
   opt_sh = sharding.opt_state_shardings(tx, abstract_params, param_sh, mesh)
   batch_sh = sharding.batch_sharding(mesh, rules)
-
-  def init(key):
-    return nn.unbox(model.init(key, jnp.zeros((1, 1), jnp.int32))['params'])
 
   def loss_fn(params, tokens, mask):
     # Next-token cross-entropy on the real (mask=True) targets: an SFT step.
@@ -84,10 +92,9 @@ def _train_setup(mesh, cfg):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  init = jax.jit(init, out_shardings=param_sh)
   step = jax.jit(train_step, in_shardings=(param_sh, opt_sh, batch_sh, batch_sh),
                  out_shardings=(param_sh, opt_sh, sharding.replicated(mesh)), donate_argnums=(0, 1))
-  params = init(jax.random.key(0))
+  params = sharding.shard_params(_random_params(abstract_params), param_sh)
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
   return params, opt_state, step
 
@@ -136,9 +143,8 @@ def test_fsdp_shards_params_over_the_embed_axis():
   assert shardings['layer_0']['mlp']['down'].spec == P('tensor', 'fsdp')
   assert shardings['layer_0']['attn']['o'].spec == P('tensor', None, 'fsdp')
   assert shardings['final_norm']['scale'].spec == P('fsdp')
-  params = sharding.shard_params(
-      nn.unbox(jax.jit(models.Transformer(cfg).init)(jax.random.key(0),
-                                                     jnp.zeros((1, 1), jnp.int32))['params']),
-      shardings)
+  abstract = jax.eval_shape(models.Transformer(cfg).init, jax.random.key(0),
+                            jnp.zeros((1, 1), jnp.int32))
+  params = sharding.shard_params(_random_params(nn.unbox(abstract['params'])), shardings)
   chex.assert_shape(params['layer_0']['mlp']['down'].addressable_shards[0].data,
                     (cfg.mlp_dim // 2, cfg.embed_dim // 4))

@@ -27,18 +27,23 @@ CONFIGS = {
 
 @functools.lru_cache(maxsize=None)
 def _init(cfg, seed=0):
-  """(model, params) for cfg; cached so that tests sharing a config share compilations."""
+  """(model, random params) for cfg, drawn with numpy from the abstract param shapes.
+
+  Compiling `model.init` costs seconds on a CPU (the PRNG unrolls per parameter); numpy draws
+  cost nothing. Kernels get fan-in scaled values and the norm scales non-zero ones, so that a
+  mixed-up norm or projection changes the logits.
+  """
   model = models.Transformer(cfg)
+  shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(0),
+                                   jnp.zeros((1, 1), jnp.int32))['params'])
+  rng = np.random.default_rng(seed)
 
-  @jax.jit
-  def init(key):
-    params = nn.unbox(model.init(key, jnp.zeros((1, 4), jnp.int32))['params'])
-    # Give the zero-initialized norm scales values, so that a mixed-up norm changes the logits.
-    return jax.tree_util.tree_map_with_path(
-        lambda path, x: (x + 0.1 * jax.random.normal(jax.random.key(len(path)), x.shape)
-                         if path[-1].key == 'scale' else x), params)
+  def draw(path, x):
+    name = path[-1].key
+    std = 1.0 if name == 'embedding' else 0.1 if name == 'scale' else x.shape[0] ** -0.5
+    return jnp.asarray(rng.normal(0.0, std, x.shape), x.dtype)
 
-  return model, init(jax.random.key(seed))
+  return model, jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,7 +59,7 @@ def _tokens(shape, seed=1, vocab=TINY.vocab_size):
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_forward_equals_prefill_then_decode(name):
   cfg = CONFIGS[name]
-  model, params = _init(cfg)
+  _, params = _init(cfg)
   batch, prompt_len, total = 2, 4, 9
   tokens = _tokens((batch, total))
   apply = _jit_apply(cfg)
@@ -77,7 +82,7 @@ def test_forward_equals_prefill_then_decode(name):
 @pytest.mark.parametrize('name', ['gqa', 'mqa-gemma2'])
 def test_right_padded_prompts_of_different_lengths_decode_like_unpadded(name):
   cfg = CONFIGS[name]
-  model, params = _init(cfg)
+  _, params = _init(cfg)
   apply = _jit_apply(cfg)
   prompt_lens, padded_len, new_tokens = np.array([5, 2, 4]), 5, 4
   batch = len(prompt_lens)
@@ -97,16 +102,23 @@ def test_right_padded_prompts_of_different_lengths_decode_like_unpadded(name):
                           positions=jnp.asarray(prompt_lens[:, None] + t), cache=cache)
     decode_logits.append(logits[:, 0])
 
+  # The reference: each whole row, right-padded into one batch (padding is shown not to matter
+  # by test_padding_tokens_do_not_affect_real_logits).
+  full = np.zeros((batch, padded_len + new_tokens), np.int32)
+  for b, row in enumerate(rows):
+    full[b, :len(row)] = row
+  full_mask = np.arange(full.shape[1])[None] < (prompt_lens + new_tokens)[:, None]
+  reference = apply({'params': params}, jnp.asarray(full), input_mask=jnp.asarray(full_mask))
   for b, n in enumerate(prompt_lens):
-    expected = apply({'params': params}, jnp.asarray(rows[b][None]))[0]
+    expected = reference[b]
     chex.assert_trees_all_close(prefill_logits[b, :n], expected[:n], atol=1e-5, rtol=1e-5)
     got = jnp.stack([step[b] for step in decode_logits])
-    chex.assert_trees_all_close(got, expected[n:], atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(got, expected[n:n + new_tokens], atol=1e-5, rtol=1e-5)
 
 
 def test_padding_tokens_do_not_affect_real_logits():
   cfg = CONFIGS['gqa-gemma2']
-  model, params = _init(cfg)
+  _, params = _init(cfg)
   apply = _jit_apply(cfg)
   real = _tokens((1, 6))
   mask = jnp.array([[True] * 6 + [False] * 3])
@@ -122,7 +134,7 @@ def test_padding_tokens_do_not_affect_real_logits():
 
 def test_repeat_cache_gives_each_copy_the_same_continuation():
   cfg = CONFIGS['mqa']
-  model, params = _init(cfg)
+  _, params = _init(cfg)
   apply = _jit_apply(cfg)
   cache = models.init_cache(cfg, 2, 8)
   _, cache = apply({'params': params}, _tokens((2, 3)), cache=cache)
@@ -142,7 +154,7 @@ def test_positions_drive_rope_and_causality():
   # Shifting every position by a constant leaves the logits unchanged (RoPE is relative), while
   # a different causal order (reversed positions) changes them.
   cfg = CONFIGS['gqa']
-  model, params = _init(cfg)
+  _, params = _init(cfg)
   apply = _jit_apply(cfg)
   tokens = _tokens((1, 6))
   base = apply({'params': params}, tokens)

@@ -18,7 +18,7 @@ def test_ci_runs_readme_install_and_test_commands():
   ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
   install = re.search(r'pip install -e "(\.\[[a-z,]+\])"', README).group(1)
   assert f'pip install -q -e "{install}"' in ci
-  assert "python -m pytest -q" in README and "python -m pytest -q" in ci
+  assert "python -m pytest -q -n auto" in README and "python -m pytest -q -n auto" in ci
 
 
 def test_readme_main_command_is_a_cli_command():

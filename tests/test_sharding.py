@@ -48,7 +48,7 @@ def test_indivisible_dimensions_fall_back_to_replicated():
   # The KV cache shards over the batch (and KV heads where they divide).
   cache = jax.eval_shape(lambda: models.init_cache(models.get_config('tiny'), 8, 16))
   cache_sh = sharding.logical_to_sharding(models.cache_logical_axes(cache), mesh, shapes=cache)
-  assert cache_sh['layers'][0]['k'].spec == P(('data', 'fsdp'), None, 'tensor', None)
+  assert cache_sh['layers'][0]['k'].spec == P(('data', 'fsdp'), 'tensor', None, None)
   assert cache_sh['index'].spec == P()
   unchecked = sharding.logical_to_sharding(specs, mesh)
   assert unchecked['mqa_k'].spec == P('fsdp', 'tensor', None)

@@ -3,7 +3,9 @@
 Shapes use one-letter axis names: B batch, L query length, S key length (the whole cache when
 decoding), D embed_dim, N query heads, K key/value heads, G = N // K query heads per KV head,
 H head_dim. Query heads are grouped as [K, G] so that GQA never materializes repeated keys or
-values: the einsums contract each group of G query heads against its one shared KV head.
+values: the einsums contract each group of G query heads against its one shared KV head. Keys and
+values are laid out [B, K, S, H], as in the cache, so the attention einsums read the cache as it
+is stored.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import jax.numpy as jnp
 from bonjax.models import layers
 from bonjax.models.config import TransformerConfig
 
-LayerCache = dict[str, jax.Array]  # {'k': [B, S, K, H], 'v': [B, S, K, H]}
+LayerCache = dict[str, jax.Array]  # {'k': [B, K, S, H], 'v': [B, K, S, H]}
 
 # Masked logits get the most negative finite float32, not -inf: a row with no visible key (a
 # padding query) then gets a uniform distribution instead of NaNs that would leak into gradients.
@@ -68,12 +70,13 @@ class Attention(nn.Module):
 
     q = layers.apply_rope(q, positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, dtype)
     k = layers.apply_rope(k, positions, cfg.rope_base)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, L, H]: only this chunk moves.
 
     new_cache = None
     if layer_cache is not None:
       # Write this chunk into the cache in place (no concatenation: shapes stay static for jit and
       # XLA can update the buffer without copying it), then attend over every slot.
-      start = (0, cache_index, 0, 0)
+      start = (0, 0, cache_index, 0)
       k_all = jax.lax.dynamic_update_slice(layer_cache['k'], k.astype(layer_cache['k'].dtype), start)
       v_all = jax.lax.dynamic_update_slice(layer_cache['v'], v.astype(layer_cache['v'].dtype), start)
       new_cache = {'k': k_all, 'v': v_all}
@@ -81,12 +84,12 @@ class Attention(nn.Module):
 
     batch, length = x.shape[:2]
     q = q.reshape(batch, length, cfg.num_kv_heads, num_groups, cfg.head_dim)
-    logits = jnp.einsum('BLKGH,BSKH->BKGLS', q, k, preferred_element_type=jnp.float32)
+    logits = jnp.einsum('BLKGH,BKSH->BKGLS', q, k, preferred_element_type=jnp.float32)
     logits = layers.softcap(logits, cfg.attn_logits_softcap)
     logits = jnp.where(mask[:, None, None, :, :], logits, _MASKED)
     probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
 
-    encoded = jnp.einsum('BKGLS,BSKH->BLKGH', probs, v)
+    encoded = jnp.einsum('BKGLS,BKSH->BLKGH', probs, v)
     encoded = encoded.reshape(batch, length, cfg.num_heads, cfg.head_dim)
     return jnp.einsum('BLNH,NHD->BLD', encoded, w_o), new_cache
 

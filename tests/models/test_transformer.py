@@ -151,7 +151,7 @@ def test_repeat_cache_gives_each_copy_the_same_continuation():
   _, cache = apply({'params': params}, _tokens((2, 3)), cache=cache)
   repeated = models.repeat_cache(cache, 3)
   chex.assert_shape(repeated['positions'], (6, 8))
-  chex.assert_shape(repeated['layers'][0]['k'], (6, 8, cfg.num_kv_heads, cfg.head_dim))
+  chex.assert_shape(repeated['layers'][0]['k'], (6, cfg.num_kv_heads, 8, cfg.head_dim))
   assert int(repeated['index']) == 3
 
   next_tokens = _tokens((2, 1), seed=3)

@@ -230,14 +230,14 @@ def test_sharded_generation_equals_unsharded(model_and_params):
   np.testing.assert_array_equal(sharded.tokens, unsharded.tokens)
   np.testing.assert_allclose(sharded.logprobs, unsharded.logprobs, atol=1e-5)
   chex.assert_trees_all_equal((sharded.lengths, sharded.done), (unsharded.lengths, unsharded.done))
-  # The decode loop holds 24 / 8 = 3 rows per device: its KV cache is [3, P + T, kv_heads, head].
+  # The decode loop holds 24 / 8 = 3 rows per device: its KV cache is [3, kv_heads, P + T, head].
   config = model.config
   compiled = generation._generate.lower(
       model, params, jnp.asarray(PROMPTS), jnp.asarray(LENGTHS), jax.random.split(
           jax.random.key(0), 3), TopP(jnp.float32(0.9), jnp.float32(1.0)), jnp.int32(1),
       jnp.int32(PAD), num_samples=NUM_SAMPLES, max_new_tokens=MAX_NEW,
       return_untempered_logprobs=False, mesh=mesh, rules=tuple(sharding.DEFAULT_RULES)).compile()
-  cache_shape = rf'f32\[(\d+),{PROMPTS.shape[1] + MAX_NEW},{config.num_kv_heads},{config.head_dim}\]'
+  cache_shape = rf'f32\[(\d+),{config.num_kv_heads},{PROMPTS.shape[1] + MAX_NEW},{config.head_dim}\]'
   loops = [line.split(' while(')[0] for line in compiled.as_text().splitlines()
            if ' while(' in line and re.search(cache_shape, line)]
   assert len(loops) == 1 and set(re.findall(cache_shape, loops[0])) == {'3'}

@@ -8,35 +8,10 @@ from __future__ import annotations
 
 import re
 
+from bonjax.data.boxed import last_boxed
+
 _NUMBER = re.compile(r"[-+−]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d+)?")
 _ANSWER_IS = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is|####)\s*:?\s*(.+)", re.IGNORECASE)
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-
-
-def last_boxed(text: str) -> str | None:
-  """Returns the contents of the last ``\\boxed{...}`` or ``\\fbox{...}``, braces balanced.
-
-  ``\\boxed 5`` (no braces, a single token) is accepted too. Unbalanced braces give None.
-  """
-  start, command = max((text.rfind(cmd), cmd) for cmd in _BOX_COMMANDS)
-  if start < 0:
-    return None
-  rest = text[start + len(command):]
-  if rest.startswith(" ") and not rest.lstrip().startswith("{"):
-    token = rest.split()
-    return token[0].rstrip("$.") if token else None
-  rest = rest.lstrip()
-  if not rest.startswith("{"):
-    return None
-  depth = 0
-  for i, char in enumerate(rest):
-    if char == "{":
-      depth += 1
-    elif char == "}":
-      depth -= 1
-      if depth == 0:
-        return rest[1:i].strip()
-  return None
 
 
 def answer_is_phrase(text: str) -> str | None:

@@ -6,32 +6,10 @@ import json
 
 import tensorflow_datasets as tfds
 
+from bonjax.data.boxed import last_boxed
 from bonjax.data.builders import _common
 
 SPLITS = ("train", "test")
-_BOXED = ("\\boxed", "\\fbox")
-
-
-def last_boxed(solution: str) -> str | None:
-  """The content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``solution``.
-
-  Braces nest (``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}``); the brace-less form
-  ``\\boxed 5`` gives ``5``. None when there is no complete box.
-  """
-  start, command = max((solution.rfind(command), command) for command in _BOXED)
-  if start < 0:
-    return None
-  rest = solution[start + len(command):]
-  if rest.startswith(" "):  # \boxed 5$
-    return rest[1:].split("$")[0].strip() or None
-  if not rest.startswith("{"):
-    return None
-  depth = 0
-  for i, char in enumerate(rest):
-    depth += {"{": 1, "}": -1}.get(char, 0)
-    if depth == 0:
-      return rest[1:i]
-  return None
 
 
 class HendrycksMath(_common.ManualDataBuilder):

@@ -33,6 +33,9 @@ import functools  # noqa: F401
 import typing  # noqa: F401
 
 _PAYLOAD = "payload.json"
+# Exit status when the harness itself could not start (before the program ran): the parent
+# reports a launch error, never a failed program.
+_LAUNCH_FAILED = 3
 _RECORDER = "__bonjax_record_assert__"
 
 
@@ -205,6 +208,9 @@ def _worker(outcome):
   def record_assert(index, ok):
     results[index] = results.get(index, True) and ok
 
+  # The parent starts the program's wall-clock deadline here, so a slow interpreter start on a
+  # loaded machine is not charged to the program.
+  write(result_fd, b"ready\n")
   try:
     program_globals = {"__name__": "__sandbox__", "__builtins__": builtins}
     run(program_code, program_globals)
@@ -244,12 +250,16 @@ def _report(error):
 
 
 def main():
-  _set_limits(json.loads(sys.argv[1]))
   outcome = []
-  # In a thread of its own, so a signal handler installed by the program (which runs in the
-  # main thread and is handed the main thread's frame) never sees the worker's frame.
-  thread = threading.Thread(target=_worker, args=(outcome,), daemon=True)
-  thread.start()
+  try:
+    _set_limits(json.loads(sys.argv[1]))
+    # In a thread of its own, so a signal handler installed by the program (which runs in the
+    # main thread and is handed the main thread's frame) never sees the worker's frame.
+    thread = threading.Thread(target=_worker, args=(outcome,), daemon=True)
+    thread.start()
+  except BaseException as error:
+    _report(error)
+    os._exit(_LAUNCH_FAILED)
   thread.join()
   for stream in (sys.stdout, sys.stderr):
     try:

@@ -19,6 +19,7 @@ After every run all processes of the run's uid (or session) are killed and its t
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import fcntl
 import json
@@ -43,6 +44,8 @@ _MINIMAL_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0
 # Sandbox uids are claimed with a lock file each, so that runs in several processes on one host
 # never share a uid (and never kill each other's processes).
 _LOCK_DIR = pathlib.Path(tempfile.gettempdir()) / "bonjax-sandbox-uids"
+_LAUNCH_FAILED = 3  # The harness's exit status when it could not start (see _sandbox_child.py).
+_LAUNCH_ATTEMPTS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +53,12 @@ class SandboxLimits:
   """Resource limits for one program.
 
   Attributes:
-    timeout_s: wall-clock seconds before the run is killed.
-    cpu_s: CPU seconds (RLIMIT_CPU); defaults to ``ceil(timeout_s)``.
+    timeout_s: wall-clock seconds the program and its tests may run before they are killed,
+      counted from the moment the harness is ready to run them.
+    startup_timeout_s: wall-clock seconds allowed to start the interpreter and the harness (not
+      counted in ``timeout_s``: on a loaded machine starting Python can take seconds).
+    cpu_s: CPU seconds (RLIMIT_CPU, which also counts the interpreter's start); defaults to
+      ``ceil(timeout_s) + 1``. A run stopped by it is reported as a timeout.
     memory_mb: address-space limit (RLIMIT_AS) in MiB.
     max_processes: processes and threads of the run's uid (RLIMIT_NPROC; only with a sandbox uid).
     max_file_mb: the largest file the program may write (RLIMIT_FSIZE), in MiB.
@@ -60,6 +67,7 @@ class SandboxLimits:
   """
 
   timeout_s: float = 10.0
+  startup_timeout_s: float = 60.0
   cpu_s: int | None = None
   memory_mb: int = 1024
   max_processes: int = 16
@@ -74,7 +82,7 @@ class SandboxLimits:
         raise ValueError(f"SandboxLimits.{field.name} must be positive, got {value!r}")
 
   def rlimits(self, with_nproc: bool) -> dict[str, int]:
-    limits = {"RLIMIT_CPU": self.cpu_s or math.ceil(self.timeout_s),
+    limits = {"RLIMIT_CPU": self.cpu_s or math.ceil(self.timeout_s) + 1,
               "RLIMIT_AS": self.memory_mb << 20,
               "RLIMIT_FSIZE": self.max_file_mb << 20,
               "RLIMIT_NOFILE": self.max_open_files,
@@ -118,8 +126,8 @@ def _world_accessible(path: str) -> bool:
   return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
 
 
-def _processes_of(uid: int) -> list[int]:
-  """Pids of the live (not zombie) processes owned by ``uid``."""
+def _processes_of(uid: int, zombies: bool = False) -> list[int]:
+  """Pids of the processes owned by ``uid``: the live ones, and unreaped zombies if asked."""
   pids = []
   for entry in os.scandir("/proc"):
     if not entry.name.isdigit():
@@ -131,7 +139,7 @@ def _processes_of(uid: int) -> list[int]:
         state = f.read().rpartition(b")")[2].split()[0]
     except (FileNotFoundError, ProcessLookupError, IndexError):
       continue
-    if state not in (b"Z", b"X"):
+    if zombies or state not in (b"Z", b"X"):
       pids.append(int(entry.name))
   return pids
 
@@ -147,10 +155,14 @@ def default_python() -> str:
 
 
 class _UidPool:
-  """Hands out unprivileged uids, each held by at most one run on the host at a time."""
+  """Hands out unprivileged uids, each held by at most one run on the host at a time.
+
+  The least recently released uid goes first, and a uid still owning processes (zombies that
+  init has not reaped yet count against RLIMIT_NPROC) only when no clean one is free.
+  """
 
   def __init__(self, first_uid: int, size: int):
-    self._uids = list(range(first_uid, first_uid + size))
+    self._order = collections.deque(range(first_uid, first_uid + size))
     self._lock = threading.Lock()
     self._held: dict[int, int] = {}  # uid -> lock-file descriptor
     self._available = threading.Semaphore(size)
@@ -162,17 +174,20 @@ class _UidPool:
       raise PermissionError(f"{_LOCK_DIR} is not owned by this user; remove it and retry")
     while True:
       with self._lock:
-        for uid in self._uids:
-          if uid in self._held:
-            continue
-          fd = os.open(_LOCK_DIR / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-          try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-          except BlockingIOError:
-            os.close(fd)
-            continue
-          self._held[uid] = fd
-          return uid
+        for only_clean in (True, False):
+          for uid in self._order:
+            if uid in self._held or (only_clean and _processes_of(uid, zombies=True)):
+              continue
+            fd = os.open(_LOCK_DIR / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+              fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+              os.close(fd)
+              continue
+            self._held[uid] = fd
+            self._order.remove(uid)
+            self._order.append(uid)
+            return uid
       time.sleep(0.01)  # All free-looking uids are held by other processes.
 
   def release(self, uid: int) -> None:
@@ -228,8 +243,19 @@ class Sandbox:
     """Runs ``program``, then ``test``, then ``check(<entry_point>)``; never raises for the program.
 
     ``test`` is the (possibly assert-rewritten, see ``asserts.py``) test code; ``num_asserts`` the
-    number of asserts it records in partial mode.
+    number of asserts it records in partial mode. A run whose harness could not start (the
+    machine's fault, not the program's) is tried again, up to ``_LAUNCH_ATTEMPTS`` times.
     """
+    for attempt in range(_LAUNCH_ATTEMPTS):
+      if attempt:
+        time.sleep(0.1 * attempt)
+      result = self._run_once(program, test, entry_point, num_asserts, partial)
+      if result.reason != "launch_error":
+        break
+    return result
+
+  def _run_once(self, program: str, test: str, entry_point: str, num_asserts: int,
+                partial: bool) -> RunResult:
     uid = self._uids.acquire() if self._uids else None
     workdir = tempfile.mkdtemp(prefix="bonjax-sandbox-")
     read_fd, write_fd = os.pipe()
@@ -278,7 +304,8 @@ class Sandbox:
     cap = self.limits.max_output_bytes
     buffers = {process.stdout.fileno(): bytearray(), process.stderr.fileno(): bytearray(),
                result_fd: bytearray()}
-    deadline = time.monotonic() + self.limits.timeout_s
+    deadline = time.monotonic() + self.limits.startup_timeout_s
+    started = False  # Whether the harness reported that the program is about to run.
     reason = None
     with selectors.DefaultSelector() as selector:
       for fd in buffers:
@@ -301,6 +328,9 @@ class Sandbox:
             selector.unregister(key.fd)
             continue
           buffers[key.fd] += chunk
+          if key.fd == result_fd and not started and b"\n" in buffers[result_fd]:
+            started = True
+            deadline = time.monotonic() + self.limits.timeout_s
           if len(buffers[key.fd]) > cap:
             reason = "output_limit"
         if reason:
@@ -316,6 +346,10 @@ class Sandbox:
     if reason:
       self._kill_all(process, None)
     returncode = process.wait()
+    if reason is None and returncode == -signal.SIGXCPU:
+      reason = "timeout"
+    if reason is None and not started and returncode == _LAUNCH_FAILED:
+      reason = "launch_error"
     stdout, stderr, report = (bytes(buffers[fd][:cap]).decode("utf-8", "replace")
                               for fd in buffers)
     passed, finished = 0, False

@@ -1,6 +1,9 @@
 """The sandbox's limits, result parsing and layers, driven directly."""
 
+import dataclasses
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -56,3 +59,58 @@ def test_limits_must_be_positive(field, value):
 def test_isolate_user_needs_root():
   with pytest.raises(ValueError, match="needs root"):
     sandbox_lib.Sandbox(isolate_user=True)
+
+
+def _interpreter(directory: str, script: str) -> str:
+  """A wrapper around the sandbox's python, runnable by the sandbox uids."""
+  os.chmod(directory, 0o777)  # The sandbox uid writes the marker of the flaky wrapper here.
+  path = os.path.join(directory, "python3")
+  with open(path, "w") as f:
+    f.write("#!/bin/sh\n" + script.format(python=sandbox_lib.default_python(), dir=directory))
+  os.chmod(path, 0o755)
+  return path
+
+
+def test_a_slow_interpreter_start_is_not_charged_to_the_program():
+  directory = tempfile.mkdtemp(prefix="bonjax-slow-python-")
+  try:
+    slow_python = _interpreter(directory, "sleep 1.5\nexec {python} \"$@\"\n")
+    limits = sandbox_lib.SandboxLimits(timeout_s=1.0, memory_mb=256)
+    slow = sandbox_lib.Sandbox(limits, python=slow_python)
+    assert slow.run("def f():\n    return 1\n", CHECK, "f").reason == "ok"
+    sleeper = "import time\ndef f():\n    time.sleep(1.5)\n    return 1\n"
+    assert slow.run(sleeper, CHECK, "f").reason == "timeout"
+    too_slow = sandbox_lib.Sandbox(dataclasses.replace(limits, startup_timeout_s=0.5),
+                                   python=slow_python)
+    assert too_slow.run("def f():\n    return 1\n", CHECK, "f").reason == "timeout"
+  finally:
+    shutil.rmtree(directory)
+
+
+def test_a_harness_that_cannot_start_is_a_launch_error_and_is_retried():
+  directory = tempfile.mkdtemp(prefix="bonjax-flaky-python-")
+  try:
+    limits = sandbox_lib.SandboxLimits(timeout_s=3.0, memory_mb=256)
+    # Fails as the harness does when it cannot start a thread, once, then works.
+    flaky = _interpreter(directory, "[ -e {dir}/tried ] || {{ touch {dir}/tried; exit 3; }}\n"
+                                    "exec {python} \"$@\"\n")
+    assert sandbox_lib.Sandbox(limits, python=flaky).run(
+        "def f():\n    return 1\n", CHECK, "f").reason == "ok"
+    assert os.path.exists(os.path.join(directory, "tried"))
+    broken = _interpreter(tempfile.mkdtemp(dir=directory), "exit 3\n")
+    result = sandbox_lib.Sandbox(limits, python=broken).run("def f():\n    return 1\n", CHECK, "f")
+    assert (result.reason, result.fraction) == ("launch_error", 0.0)
+    # A program's own exit status 3 is the program failing, not a launch error.
+    exits = "import os\ndef f():\n    os._exit(3)\n"
+    assert sandbox_lib.Sandbox(limits).run(exits, CHECK, "f").reason == "failed"
+  finally:
+    shutil.rmtree(directory)
+
+
+def test_uids_are_handed_out_least_recently_used_first():
+  pool = sandbox_lib._UidPool(61100, 3)  # Outside the range the other tests use.
+  first = pool.acquire()
+  pool.release(first)
+  second = pool.acquire()
+  pool.release(second)
+  assert second != first

@@ -2,8 +2,9 @@
 
     PYTHONPATH=. python benchmarks/sampling.py        # both model sizes, N = 16 and 64
     PYTHONPATH=. python benchmarks/sampling.py --sizes=small --num_samples=16 --repeats=2
+    PYTHONPATH=. python benchmarks/sampling.py --prompt_len=256   # long prompts (few-shot MATH)
 
-Work: 4 prompts of 16 tokens x N samples x 64 new tokens, temperature 1, no filter.
+Work: 4 prompts of 16 tokens (--prompt_len) x N samples x 64 new tokens, temperature 1, no filter.
 Models (random weights, float32):
   small: 4 layers, d_model 256, 4 heads of 64, vocab 512;  large: 8 layers, d_model 512, 8 heads.
   bonjax: GeGLU MLP (three matrices) of width ~8/3 d_model rounded to a multiple of 64 (704, 1344),
@@ -39,7 +40,7 @@ from bonjax import models
 from bonjax.sampling import Temperature, generate
 from bonjax.sampling.samplers import categorical
 
-NUM_PROMPTS, PROMPT_LEN, NEW_TOKENS = 4, 16, 64
+NUM_PROMPTS, NEW_TOKENS = 4, 64
 EOS, PAD = 1, 0
 
 SIZES = {
@@ -63,11 +64,11 @@ def forward_flops(config: models.TransformerConfig, num_tokens: int, context: fl
   return num_tokens * (matmuls + attention)
 
 
-def generation_flops(config: models.TransformerConfig, num_samples: int) -> float:
+def generation_flops(config: models.TransformerConfig, num_samples: int, prompt_len: int) -> float:
   """Useful FLOPs of one benchmark generation: the prompts' prefill and every decode step."""
-  prefill = NUM_PROMPTS * forward_flops(config, PROMPT_LEN, (PROMPT_LEN + 1) / 2)
+  prefill = NUM_PROMPTS * forward_flops(config, prompt_len, (prompt_len + 1) / 2)
   decode = NUM_PROMPTS * num_samples * sum(
-      forward_flops(config, 1, PROMPT_LEN + t + 1) for t in range(NEW_TOKENS - 1))
+      forward_flops(config, 1, prompt_len + t + 1) for t in range(NEW_TOKENS - 1))
   return prefill + decode
 
 
@@ -124,7 +125,7 @@ def hugging_face_runner(size: str, prompts: np.ndarray, num_samples: int, thread
   transformers.logging.set_verbosity_error()
   shape = SIZES[size]
   config = transformers.GPT2Config(
-      vocab_size=512, n_positions=PROMPT_LEN + NEW_TOKENS, n_embd=shape['embed_dim'],
+      vocab_size=512, n_positions=prompts.shape[1] + NEW_TOKENS, n_embd=shape['embed_dim'],
       n_layer=shape['num_layers'], n_head=shape['num_heads'], n_inner=4 * shape['embed_dim'],
       bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD)
   torch.manual_seed(0)
@@ -136,7 +137,7 @@ def hugging_face_runner(size: str, prompts: np.ndarray, num_samples: int, thread
       out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
                            num_return_sequences=num_samples, min_new_tokens=NEW_TOKENS,
                            max_new_tokens=NEW_TOKENS, top_k=0, top_p=1.0, temperature=1.0)
-    assert out.shape == (NUM_PROMPTS * num_samples, PROMPT_LEN + NEW_TOKENS), out.shape
+    assert out.shape == (NUM_PROMPTS * num_samples, prompts.shape[1] + NEW_TOKENS), out.shape
   return run
 
 
@@ -150,6 +151,7 @@ def hugging_face_seconds(size: str, prompts: np.ndarray, num_samples: int, repea
   for threads in sorted({os.cpu_count(), 1}, reverse=True):
     result = subprocess.run(
         [sys.executable, __file__, f'--hf_worker={size}:{num_samples}:{threads}',
+         f'--prompt_len={prompts.shape[1]}',
          f'--repeats={repeats}'], input=prompts.tobytes(), capture_output=True, check=True)
     best = min(best, float(result.stdout.decode().split()[-1]))
   return best
@@ -160,17 +162,20 @@ def main() -> None:
   parser.add_argument('--sizes', default='small,large')
   parser.add_argument('--num_samples', default='16,64')
   parser.add_argument('--repeats', type=int, default=2)
+  parser.add_argument('--prompt_len', type=int, default=16)
   parser.add_argument('--skip_hf', action='store_true', help='leave out the Hugging Face baseline')
   parser.add_argument('--hf_worker', default='', help='internal: SIZE:N:THREADS, prompts on stdin')
   args = parser.parse_args()
   if args.hf_worker:
     size, num_samples, threads = args.hf_worker.split(':')
-    prompts = np.frombuffer(sys.stdin.buffer.read(), np.int32).reshape(NUM_PROMPTS, PROMPT_LEN)
+    prompts = np.frombuffer(sys.stdin.buffer.read(), np.int32).reshape(NUM_PROMPTS, args.prompt_len)
     print(timed(hugging_face_runner(size, prompts, int(num_samples), int(threads)), args.repeats))
     return
 
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}: {len(jax.devices())} device(s), '
         f'{os.cpu_count()} CPU cores; load average {os.getloadavg()[0]:.2f}')
+  print(f'work: {NUM_PROMPTS} prompts of {args.prompt_len} tokens x N samples x {NEW_TOKENS} new '
+        f'tokens')
   peak = peak_flops(args.repeats)
   print(f'roofline: 1024^3 float32 jnp.dot = {peak / 1e9:.1f} GFLOP/s\n')
   header = (f'{"model":6} {"N":>3} {"rows":>4} | {"bonjax tok/s":>12} {"naive tok/s":>11} '
@@ -178,8 +183,8 @@ def main() -> None:
   print(header)
   print('-' * len(header))
   rng = np.random.default_rng(0)
-  prompts = rng.integers(2, 512, (NUM_PROMPTS, PROMPT_LEN)).astype(np.int32)
-  lengths = np.full((NUM_PROMPTS,), PROMPT_LEN, np.int32)
+  prompts = rng.integers(2, 512, (NUM_PROMPTS, args.prompt_len)).astype(np.int32)
+  lengths = np.full((NUM_PROMPTS,), args.prompt_len, np.int32)
   for size in args.sizes.split(','):
     config = bonjax_config(size)
     model = models.Transformer(config)
@@ -197,7 +202,7 @@ def main() -> None:
       hf = float('nan')
       if not args.skip_hf:
         hf = hugging_face_seconds(size, prompts, num_samples, args.repeats)
-      achieved = generation_flops(config, num_samples) / ours
+      achieved = generation_flops(config, num_samples, args.prompt_len) / ours
       print(f'{size:6} {num_samples:>3} {NUM_PROMPTS * num_samples:>4} | {tokens / ours:>12.0f} '
             f'{tokens / naive:>11.0f} {tokens / hf:>9.0f} | {naive / ours:>7.2f} {hf / ours:>6.2f}'
             f' | {achieved / 1e9:>7.1f} {achieved / peak:>8.1%}')

@@ -1,6 +1,7 @@
 """bonjax.models: the Gemma-family transformer, its configs, its KV cache and weight import."""
 
-from bonjax.models.cache import cache_logical_axes, init_cache, repeat_cache
+from bonjax.models.cache import (cache_logical_axes, grow_cache, init_cache, repeat_cache,
+                                 share_prefix)
 from bonjax.models.config import PRESET_NAMES, TransformerConfig, get_config
 from bonjax.models.gemma_import import load_gemma_checkpoint
 from bonjax.models.hf_import import load_hf_checkpoint
@@ -13,9 +14,11 @@ __all__ = [
     'cache_logical_axes',
     'flops_per_token',
     'get_config',
+    'grow_cache',
     'init_cache',
     'load_gemma_checkpoint',
     'load_hf_checkpoint',
     'param_count',
     'repeat_cache',
+    'share_prefix',
 ]

@@ -5,7 +5,8 @@ decoding), D embed_dim, N query heads, K key/value heads, G = N // K query heads
 H head_dim. Query heads are grouped as [K, G] so that GQA never materializes repeated keys or
 values: the einsums contract each group of G query heads against its one shared KV head. Keys and
 values are laid out [B, K, S, H], as in the cache, so the attention einsums read the cache as it
-is stored.
+is stored. A shared prefix (see cache.py) has Bp rows of P slots, each continued by M = B // Bp
+rows: its einsums group the batch as [Bp, M].
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ class Attention(nn.Module):
       mask: jax.Array,
       layer_cache: LayerCache | None = None,
       cache_index: jax.Array | None = None,
+      prefix: LayerCache | None = None,
+      prefix_mask: jax.Array | None = None,
   ) -> tuple[jax.Array, LayerCache | None]:
     """Attends x [B, L, D] at positions [B, L] under mask [B, L, S] (True = may attend).
 
     Without a cache, S = L and keys/values come from x. With a cache, this chunk's keys and values
     are first written at slots [cache_index, cache_index + L), then all S cache slots are the keys.
+    A shared prefix {'k', 'v'}: [Bp, K, P, H] (B = Bp * M, rows b * M + j read prefix row b) adds
+    P more keys in front, under prefix_mask [B, L, P]; one softmax spans prefix and cache.
     Returns the output [B, L, D] and the updated layer cache (None without a cache).
     """
     cfg = self.config
@@ -85,11 +90,27 @@ class Attention(nn.Module):
     batch, length = x.shape[:2]
     q = q.reshape(batch, length, cfg.num_kv_heads, num_groups, cfg.head_dim)
     logits = jnp.einsum('BLKGH,BKSH->BKGLS', q, k, preferred_element_type=jnp.float32)
+    if prefix is not None:
+      # The M rows of a prefix row meet its keys in one [M * L * G, H] x [H, P] product per head.
+      num_prefixes, prefix_len = prefix['k'].shape[0], prefix['k'].shape[2]
+      grouped_q = q.reshape((num_prefixes, batch // num_prefixes) + q.shape[1:])
+      prefix_logits = jnp.einsum('BMLKGH,BKPH->BMKGLP', grouped_q, prefix['k'].astype(dtype),
+                                 preferred_element_type=jnp.float32)
+      logits = jnp.concatenate([prefix_logits.reshape(logits.shape[:-1] + (prefix_len,)),
+                                logits], axis=-1)
+      mask = jnp.concatenate([prefix_mask, mask], axis=-1)
     logits = layers.softcap(logits, cfg.attn_logits_softcap)
     logits = jnp.where(mask[:, None, None, :, :], logits, _MASKED)
     probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
 
-    encoded = jnp.einsum('BKGLS,BKSH->BLKGH', probs, v)
+    if prefix is None:
+      encoded = jnp.einsum('BKGLS,BKSH->BLKGH', probs, v)
+    else:
+      prefix_probs = probs[..., :prefix_len].reshape(
+          (num_prefixes, batch // num_prefixes) + probs.shape[1:-1] + (prefix_len,))
+      encoded = jnp.einsum('BKGLS,BKSH->BLKGH', probs[..., prefix_len:], v)
+      encoded += jnp.einsum('BMKGLP,BKPH->BMLKGH', prefix_probs,
+                            prefix['v'].astype(dtype)).reshape(encoded.shape)
     encoded = encoded.reshape(batch, length, cfg.num_heads, cfg.head_dim)
     return jnp.einsum('BLNH,NHD->BLD', encoded, w_o), new_cache
 

@@ -30,13 +30,15 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
-               layer_cache: LayerCache | None, cache_index: jax.Array | None
+               layer_cache: LayerCache | None, cache_index: jax.Array | None,
+               prefix: LayerCache | None = None, prefix_mask: jax.Array | None = None
                ) -> tuple[jax.Array, LayerCache | None]:
     cfg = self.config
     norm = functools.partial(layers.RMSNorm, eps=cfg.norm_eps, param_dtype=cfg.param_dtype)
 
     h = norm(name='pre_attention_norm')(x)
-    h, layer_cache = Attention(cfg, name='attn')(h, positions, mask, layer_cache, cache_index)
+    h, layer_cache = Attention(cfg, name='attn')(h, positions, mask, layer_cache, cache_index,
+                                                 prefix, prefix_mask)
     if cfg.use_post_attn_norm:
       h = norm(name='post_attention_norm')(h)
     x = x + h
@@ -77,11 +79,13 @@ class Transformer(nn.Module):
     Args:
       tokens: token ids [B, L].
       positions: position of each token [B, L] (RoPE and causal order). Defaults to
-        arange(L), offset by cache['index'] when a cache is given.
+        arange(L), offset by cache['index'] when a cache is given (and, with a shared prefix, by
+        one past the row's last prefix position).
       input_mask: bool [B, L], False for padding tokens, which are never attended to. Defaults to
         all True.
-      cache: None for the training forward; otherwise a cache from `init_cache` into which the
-        tokens are written at slots [cache['index'], cache['index'] + L).
+      cache: None for the training forward; otherwise a cache from `init_cache` (or
+        `share_prefix`) into which the tokens are written at slots [cache['index'],
+        cache['index'] + L). Tokens also attend to the cache's shared prefix, if it has one.
       return_hidden: return the final-normed hidden states [B, L, embed_dim] (what the tied
         output projection reads) instead of the logits, e.g. for a reward model's scalar head.
 
@@ -91,8 +95,17 @@ class Transformer(nn.Module):
     cfg = self.config
     batch, length = tokens.shape
     start = jnp.zeros((), jnp.int32) if cache is None else cache['index']
+    prefix = None if cache is None else cache.get('prefix')
+    if prefix is not None:
+      num_prefixes = prefix['positions'].shape[0]
+      if batch % num_prefixes:
+        raise ValueError(f'a cache of {batch} rows cannot share a prefix of {num_prefixes} rows: '
+                         f'each prefix row must have the same number of rows continuing it')
+      prefix_positions = jnp.repeat(prefix['positions'], batch // num_prefixes, axis=0)
     if positions is None:
       positions = jnp.broadcast_to(start + jnp.arange(length, dtype=jnp.int32), (batch, length))
+      if prefix is not None:
+        positions = positions + jnp.max(prefix_positions, axis=1, keepdims=True) + 1
     if input_mask is None:
       input_mask = jnp.ones((batch, length), jnp.bool_)
     token_positions = jnp.where(input_mask, positions, -1)
@@ -102,8 +115,10 @@ class Transformer(nn.Module):
     else:
       key_positions = jax.lax.dynamic_update_slice(cache['positions'], token_positions, (0, start))
     # One mask per attention type, shared by all layers of that type.
-    masks = {t: attention_mask(positions, key_positions, cfg.sliding_window if t == LOCAL else None)
-             for t in set(cfg.layer_attention_types)}
+    windows = {t: cfg.sliding_window if t == LOCAL else None for t in cfg.layer_attention_types}
+    masks = {t: attention_mask(positions, key_positions, w) for t, w in windows.items()}
+    if prefix is not None:
+      prefix_masks = {t: attention_mask(positions, prefix_positions, w) for t, w in windows.items()}
 
     embedder = layers.Embedder(cfg.vocab_size, cfg.embed_dim, cfg.dtype, cfg.param_dtype,
                                name='embedder')
@@ -114,8 +129,10 @@ class Transformer(nn.Module):
     new_layer_caches = []
     for i, attention_type in enumerate(cfg.layer_attention_types):
       layer_cache = None if cache is None else cache['layers'][i]
+      prefix_args = () if prefix is None else (prefix['layers'][i], prefix_masks[attention_type])
       x, layer_cache = block_cls(cfg, name=f'layer_{i}')(
-          x, positions, masks[attention_type], layer_cache, None if cache is None else start)
+          x, positions, masks[attention_type], layer_cache, None if cache is None else start,
+          *prefix_args)
       new_layer_caches.append(layer_cache)
 
     x = layers.RMSNorm(cfg.norm_eps, cfg.param_dtype, name='final_norm')(x)
@@ -128,7 +145,7 @@ class Transformer(nn.Module):
 
     if cache is None:
       return logits
-    new_cache = {'index': start + length, 'positions': key_positions, 'layers': new_layer_caches}
+    new_cache = dict(cache, index=start + length, positions=key_positions, layers=new_layer_caches)
     return logits, new_cache
 
 

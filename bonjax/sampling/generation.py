@@ -1,9 +1,14 @@
 """N samples per prompt from one prefill per prompt and one jitted decode loop.
 
-    prompts [B, P] --prefill once, cache of P + T slots--> cache [B], next-token logits [B, V]
-      --repeat the cache to the N samples of each prompt--> cache [B * N]
+    prompts [B, P] --prefill once--> prompt cache [B, P slots], next-token logits [B, V]
+      --share it: the B * N rows' cache has the prompt cache as its shared prefix-->
       --lax.while_loop: sample, feed back, until every sample has emitted EOS or T tokens-->
     Samples(tokens [B, N, T], logprobs [B, N, T], lengths [B, N], done [B, N])
+
+The prompt's keys and values are stored once per prompt and read once per prompt per step (a
+matrix product over its N samples), never copied to the samples. The samples' own slots grow with
+the loop (16, 32, 64, ... up to T: one loop per length, each ending early when every sample is
+done), so attention reads about as many slots as have been filled rather than all T from the start.
 
 Randomness contract: `rng` is either one key, which is split into one key per prompt with
 `jax.random.split(rng, B)`, or a `[B]` array of keys, one per prompt. Prompt b's samples depend only
@@ -174,6 +179,18 @@ def _per_row(sampler: Sampler, num_samples: int) -> Sampler:
   return jax.tree.map(lambda x: jnp.repeat(x, num_samples) if x.ndim == 1 else x, sampler)
 
 
+def _loop_ends(max_new_tokens: int, first: int = 16) -> list[int]:
+  """Where the decode loops end: 16, 32, 64, ... and max_new_tokens (log2(T / 16) + 1 loops).
+
+  Each loop is compiled separately, so the lengths double: few programs, and attention over at
+  most twice the filled slots.
+  """
+  ends = [min(first, max_new_tokens)]
+  while ends[-1] < max_new_tokens:
+    ends.append(min(2 * ends[-1], max_new_tokens))
+  return ends
+
+
 @functools.partial(jax.jit, static_argnames=('model', 'num_samples', 'max_new_tokens',
                                              'return_untempered_logprobs', 'mesh', 'rules'))
 def _generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: jax.Array,
@@ -192,15 +209,17 @@ def _generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths:
   constrain = functools.partial(_constrain, mesh=mesh, rules=rules)
   rows = lambda x: jnp.repeat(x, num_samples, axis=0)  # [B, ...] -> [B * N, ...]
 
-  # Prefill: every prompt once, in a cache long enough for its samples' tokens.
+  # Prefill: every prompt once; its cache becomes the shared prefix of its samples' cache.
   slots = jnp.arange(prompt_len, dtype=jnp.int32)
-  cache = models.init_cache(config, batch_size, prompt_len + max_new_tokens, dtype=config.dtype)
-  cache = constrain(cache, models.cache_logical_axes(cache))
-  logits, cache = model.apply(
+  prompt_cache = models.init_cache(config, batch_size, prompt_len, dtype=config.dtype)
+  prompt_cache = constrain(prompt_cache, models.cache_logical_axes(prompt_cache))
+  logits, prompt_cache = model.apply(
       variables, prompts, positions=jnp.broadcast_to(slots, prompts.shape),
-      input_mask=slots < prompt_lengths[:, None], cache=cache)
+      input_mask=slots < prompt_lengths[:, None], cache=prompt_cache)
   last_logits = jnp.take_along_axis(logits, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
-  cache = models.repeat_cache(cache, num_samples)
+  # Decode step t writes token t - 1 into own slot t - 1: a loop ending at step `end` needs `end`.
+  loop_ends = _loop_ends(max_new_tokens)
+  cache = models.share_prefix(prompt_cache, num_samples, loop_ends[0])
   cache = constrain(cache, models.cache_logical_axes(cache))
 
   sampler = _per_row(sampler, num_samples)
@@ -248,9 +267,6 @@ def _generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths:
     state['untempered'] = jnp.zeros(shape, jnp.float32)
   state = record(state, state['step'], draw(rows(last_logits), 0, state['done']))
 
-  def keep_going(state):
-    return (state['step'] < max_new_tokens) & ~jnp.all(state['done'])
-
   def decode_step(state):
     step = state['step']
     logits, cache = model.apply(variables, state['last'][:, None],
@@ -258,7 +274,11 @@ def _generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths:
                                 cache=state['cache'])
     return record(dict(state, cache=cache), step, draw(logits[:, 0], step, state['done']))
 
-  state = jax.lax.while_loop(keep_going, decode_step, state)
+  for end in loop_ends:
+    if end > loop_ends[0]:
+      state = constrain_state(dict(state, cache=models.grow_cache(state['cache'], end)))
+    keep_going = lambda state, end=end: (state['step'] < end) & ~jnp.all(state['done'])
+    state = jax.lax.while_loop(keep_going, decode_step, state)
   per_prompt = lambda x: x.reshape((batch_size, num_samples) + x.shape[1:])
   return Samples(tokens=per_prompt(state['tokens']), logprobs=per_prompt(state['logprobs']),
                  lengths=per_prompt(state['lengths']), done=per_prompt(state['done']),

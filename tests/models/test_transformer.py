@@ -161,6 +161,40 @@ def test_repeat_cache_gives_each_copy_the_same_continuation():
   chex.assert_trees_all_close(repeated_logits, jnp.repeat(logits, 3, axis=0), atol=1e-6)
 
 
+@pytest.mark.parametrize('name', ['gqa', 'mqa-gemma2'])
+def test_a_shared_prefix_decodes_as_its_repeated_copy_would(name):
+  """share_prefix(prefix, n) == repeat_cache(prefix, n), for one-token and chunked steps and
+  across grow_cache; with a sliding window shorter than the prefix on gemma2-style layers."""
+  cfg = CONFIGS[name]
+  _, params = _init(cfg)
+  apply = _jit_apply(cfg)
+  num_prompts, n, prompt_len = 2, 3, 5
+  lengths = jnp.array([5, 2])  # Right-padded: the second prompt's padding must stay unseen.
+  prefix = models.init_cache(cfg, num_prompts, prompt_len)
+  _, prefix = apply({'params': params}, _tokens((num_prompts, prompt_len)), cache=prefix,
+                    input_mask=jnp.arange(prompt_len) < lengths[:, None])
+  repeated = models.grow_cache(models.repeat_cache(prefix, n), prompt_len + 4)
+  shared = models.share_prefix(prefix, n, 2)
+  chex.assert_shape(shared['layers'][0]['k'], (num_prompts * n, cfg.num_kv_heads, 2, cfg.head_dim))
+  assert shared['prefix']['layers'][0]['k'] is prefix['layers'][0]['k']  # Referenced, not copied.
+
+  rows = num_prompts * n
+  positions = jnp.repeat(lengths, n)[:, None]
+  for step, chunk in enumerate([1, 1, 2]):
+    if step == 2:
+      shared = models.grow_cache(shared, 4)
+    tokens = _tokens((rows, chunk), seed=10 + step)
+    chunk_positions = positions + jnp.arange(chunk)
+    want, repeated = apply({'params': params}, tokens, positions=chunk_positions, cache=repeated)
+    # Positions default to continuing each row's prefix.
+    got, shared = apply({'params': params}, tokens, cache=shared)
+    chex.assert_trees_all_close(got, want, atol=1e-5, rtol=1e-5)
+    positions = positions + chunk
+  with pytest.raises(ValueError, match='cannot share a prefix of 2 rows'):
+    apply({'params': params}, _tokens((5, 1)), cache=models.share_prefix(prefix, 1, 2) | {
+        'positions': jnp.full((5, 2), -1), 'layers': models.init_cache(cfg, 5, 2)['layers']})
+
+
 def test_positions_drive_rope_and_causality():
   # Shifting every position by a constant leaves the logits unchanged (RoPE is relative), while
   # a different causal order (reversed positions) changes them.

@@ -106,13 +106,16 @@ def test_first_tokens_follow_the_model_distribution(model_and_params):
   assert p_value(exact ** (1 / 1.5)) < 1e-3
 
 
-def test_logprobs_equal_teacher_forced_ones(model_and_params):
+# 36 new tokens: three decode loops (own cache slots 16, 32, 36), grown between them.
+@pytest.mark.parametrize('max_new', [MAX_NEW, 36])
+def test_logprobs_equal_teacher_forced_ones(model_and_params, max_new):
   model, params = model_and_params
   sampler = Temperature(TEMPERATURES)
   samples = _generate(model, params, sampler=sampler, return_untempered_logprobs=True,
-                      eos_id=5)
+                      eos_id=5, max_new_tokens=max_new)
+  assert np.asarray(samples.lengths).max() == max_new  # Some samples reached the last loop.
   logits = _teacher_forced_logits(model, params, samples)
-  valid = np.arange(MAX_NEW) < np.asarray(samples.lengths)[..., None]
+  valid = np.arange(max_new) < np.asarray(samples.lengths)[..., None]
   tokens = np.asarray(samples.tokens)[..., None]
   expected = np.take_along_axis(np.asarray(sampler.log_probs(logits)), tokens, -1)[..., 0]
   untempered = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), tokens, -1)[..., 0]
@@ -230,14 +233,15 @@ def test_sharded_generation_equals_unsharded(model_and_params):
   np.testing.assert_array_equal(sharded.tokens, unsharded.tokens)
   np.testing.assert_allclose(sharded.logprobs, unsharded.logprobs, atol=1e-5)
   chex.assert_trees_all_equal((sharded.lengths, sharded.done), (unsharded.lengths, unsharded.done))
-  # The decode loop holds 24 / 8 = 3 rows per device: its KV cache is [3, kv_heads, P + T, head].
+  # The decode loop holds 24 / 8 = 3 rows per device: their own KV slots are [3, kv_heads, T, head]
+  # (the prompts' keys and values are a shared prefix, not part of the rows' cache).
   config = model.config
   compiled = generation._generate.lower(
       model, params, jnp.asarray(PROMPTS), jnp.asarray(LENGTHS), jax.random.split(
           jax.random.key(0), 3), TopP(jnp.float32(0.9), jnp.float32(1.0)), jnp.int32(1),
       jnp.int32(PAD), num_samples=NUM_SAMPLES, max_new_tokens=MAX_NEW,
       return_untempered_logprobs=False, mesh=mesh, rules=tuple(sharding.DEFAULT_RULES)).compile()
-  cache_shape = rf'f32\[(\d+),{config.num_kv_heads},{PROMPTS.shape[1] + MAX_NEW},{config.head_dim}\]'
+  cache_shape = rf'f32\[(\d+),{config.num_kv_heads},{MAX_NEW},{config.head_dim}\]'
   loops = [line.split(' while(')[0] for line in compiled.as_text().splitlines()
            if ' while(' in line and re.search(cache_shape, line)]
   assert len(loops) == 1 and set(re.findall(cache_shape, loops[0])) == {'3'}

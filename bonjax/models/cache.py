@@ -38,11 +38,16 @@ def init_cache(config: TransformerConfig, batch_size: int, cache_len: int,
   if batch_size <= 0 or cache_len <= 0:
     raise ValueError(f'batch_size and cache_len must be positive, got {batch_size}, {cache_len}')
   kv_shape = (batch_size, config.num_kv_heads, cache_len, config.head_dim)
+  return _empty_cache(kv_shape, config.num_layers, dtype)
+
+
+def _empty_cache(kv_shape: tuple[int, int, int, int], num_layers: int, dtype: Any) -> Cache:
+  batch_size, _, cache_len, _ = kv_shape
   return {
       'index': jnp.zeros((), jnp.int32),
       'positions': jnp.full((batch_size, cache_len), -1, jnp.int32),
       'layers': [{'k': jnp.zeros(kv_shape, dtype), 'v': jnp.zeros(kv_shape, dtype)}
-                 for _ in range(config.num_layers)],
+                 for _ in range(num_layers)],
   }
 
 
@@ -73,14 +78,9 @@ def share_prefix(prefix: Cache, n: int, cache_len: int) -> Cache:
     raise ValueError('share_prefix: the cache already has a shared prefix')
   batch_size, num_kv_heads, _, head_dim = prefix['layers'][0]['k'].shape
   kv_shape = (batch_size * n, num_kv_heads, cache_len, head_dim)
-  dtype = prefix['layers'][0]['k'].dtype
-  return {
-      'index': jnp.zeros((), jnp.int32),
-      'positions': jnp.full((batch_size * n, cache_len), -1, jnp.int32),
-      'layers': [{'k': jnp.zeros(kv_shape, dtype), 'v': jnp.zeros(kv_shape, dtype)}
-                 for _ in prefix['layers']],
-      'prefix': {'positions': prefix['positions'], 'layers': prefix['layers']},
-  }
+  cache = _empty_cache(kv_shape, len(prefix['layers']), prefix['layers'][0]['k'].dtype)
+  cache['prefix'] = {'positions': prefix['positions'], 'layers': prefix['layers']}
+  return cache
 
 
 def grow_cache(cache: Cache, cache_len: int) -> Cache:

@@ -126,8 +126,8 @@ def _world_accessible(path: str) -> bool:
   return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
 
 
-def _processes_of(uid: int, zombies: bool = False) -> list[int]:
-  """Pids of the processes owned by ``uid``: the live ones, and unreaped zombies if asked."""
+def _processes_of(uid: int) -> list[int]:
+  """Pids of the live (not zombie) processes owned by ``uid``."""
   pids = []
   for entry in os.scandir("/proc"):
     if not entry.name.isdigit():
@@ -139,9 +139,21 @@ def _processes_of(uid: int, zombies: bool = False) -> list[int]:
         state = f.read().rpartition(b")")[2].split()[0]
     except (FileNotFoundError, ProcessLookupError, IndexError):
       continue
-    if zombies or state not in (b"Z", b"X"):
+    if state not in (b"Z", b"X"):
       pids.append(int(entry.name))
   return pids
+
+
+def _uids_owning_processes() -> set[int]:
+  """The uids that own any process, unreaped zombies included: one pass over /proc."""
+  owners = set()
+  for entry in os.scandir("/proc"):
+    if entry.name.isdigit():
+      try:
+        owners.add(entry.stat().st_uid)
+      except FileNotFoundError:
+        continue
+  return owners
 
 
 def default_python() -> str:
@@ -174,9 +186,10 @@ class _UidPool:
       raise PermissionError(f"{_LOCK_DIR} is not owned by this user; remove it and retry")
     while True:
       with self._lock:
+        busy = _uids_owning_processes()
         for only_clean in (True, False):
           for uid in self._order:
-            if uid in self._held or (only_clean and _processes_of(uid, zombies=True)):
+            if uid in self._held or (only_clean and uid in busy):
               continue
             fd = os.open(_LOCK_DIR / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
             try:

@@ -114,3 +114,13 @@ def test_uids_are_handed_out_least_recently_used_first():
   second = pool.acquire()
   pool.release(second)
   assert second != first
+
+
+def test_a_uid_still_owning_processes_is_handed_out_only_when_no_clean_one_is_free(monkeypatch):
+  monkeypatch.setattr(sandbox_lib, "_uids_owning_processes", lambda: {61200})  # e.g. zombies
+  pool = sandbox_lib._UidPool(61200, 2)
+  clean = pool.acquire()
+  assert clean == 61201
+  assert pool.acquire() == 61200  # The only one left.
+  pool.release(clean)
+  pool.release(61200)

@@ -1,12 +1,15 @@
 """The `bonjax` command line: one entry point, one sub-command per job, configured with gin.
 
+    bonjax train --gin_file=experiments/arith/bon_rl_v.gin --workdir=runs/arith/bon_rl_v
+    bonjax train --gin_file=experiments/arith/sft.gin --workdir=runs/sft \\
+        --gin_bindings='train.num_steps = 50'
     bonjax demo --workdir=runs/demo                      # the small end-to-end BoN experiment
-    bonjax demo --workdir=runs/demo --gin_file=experiments/arith/demo.gin \\
-        --gin_bindings='DemoConfig.rl_steps = 60'
-    bonjax train_reward_model --gin_file=experiments/arith/reward_model.gin --workdir=runs/rm
+    bonjax train_reward_model --gin_file=experiments/arith/reward_model.gin --workdir=runs/arith/rm
 
 Every configurable is registered in `bonjax.registry`; `--gin_file` paths (and their `include`s)
-are relative to the working directory, so run from the repository root.
+are relative to the working directory, so run from the repository root. A configuration error
+(a wrong binding, an unknown name, a bad value, a foreign workdir) prints one line naming the
+problem and exits with status 2, having written nothing; `--traceback` shows the whole trace.
 """
 
 from __future__ import annotations
@@ -14,19 +17,28 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for this run\'s outputs.')
 flags.DEFINE_multi_string('gin_file', [], 'Gin config files, parsed in order.')
-flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, e.g. "DemoConfig.seed = 1".')
+flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, e.g. "train.num_steps = 10".')
+flags.DEFINE_bool('traceback', False, 'Show the full traceback of a configuration error.')
 
 
 # Command -> the registry's gin-configurable entry point it calls with workdir=.
 COMMANDS: dict[str, str] = {
+    'train': 'train',
     'demo': 'run_demo',
     'train_reward_model': 'train_reward_model',
 }
+
+
+def _configuration_errors() -> tuple[type[BaseException], ...]:
+  from bonjax import data, verifiers  # pylint: disable=g-import-not-at-top
+  from bonjax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  return (ValueError, TypeError, FileNotFoundError, verifiers.UnknownVerifierError,
+          checkpoint.CheckpointMismatchError, data.MissingManualDataError)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -35,10 +47,22 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'expected one command, one of: {", ".join(COMMANDS)}; got {got}')
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required: the directory this run writes to')
+  if not FLAGS['verbosity'].present:
+    # Orbax logs every save at INFO: keep the console to warnings and the progress bar.
+    logging.set_verbosity(logging.WARNING)
   # Imported here, not at the top: it imports jax, and `bonjax --help` should stay instant.
   from bonjax import registry  # pylint: disable=g-import-not-at-top
-  registry.parse_config(FLAGS.gin_file, FLAGS.gin_bindings)
-  getattr(registry, COMMANDS[argv[1]])(workdir=FLAGS.workdir)
+  try:
+    registry.parse_config(FLAGS.gin_file, FLAGS.gin_bindings)
+    getattr(registry, COMMANDS[argv[1]])(workdir=FLAGS.workdir)
+  except _configuration_errors() as error:
+    if FLAGS.traceback:
+      raise
+    message = str(error).strip().splitlines()
+    # gin appends "In call to configurable ..." context lines: keep the first and the last.
+    text = message[0] if len(message) < 2 else f'{message[0]} ({message[-1].strip()})'
+    print(f'bonjax {argv[1]}: error: {type(error).__name__}: {text}', file=sys.stderr)
+    sys.exit(2)
 
 
 def run() -> None:

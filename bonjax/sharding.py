@@ -49,7 +49,7 @@ def make_mesh(spec: str, devices: Sequence[jax.Device] | None = None) -> Mesh:
   equal the number of devices (default: all of `jax.devices()`).
   """
   devices = list(jax.devices() if devices is None else devices)
-  sizes = _parse_mesh_spec(spec)
+  sizes = parse_mesh_spec(spec)
   unknown_sizes = [axis for axis, size in sizes.items() if size == -1]
   known = int(np.prod([size for size in sizes.values() if size != -1]))
   if len(unknown_sizes) > 1:
@@ -69,7 +69,7 @@ def make_mesh(spec: str, devices: Sequence[jax.Device] | None = None) -> Mesh:
                        devices=devices)
 
 
-def _parse_mesh_spec(spec: str) -> dict[str, int]:
+def parse_mesh_spec(spec: str) -> dict[str, int]:
   sizes: dict[str, int] = {}
   usage = f"expected comma-separated 'axis:size' with axes from {MESH_AXES}, e.g. 'data:4,tensor:2'"
   for part in filter(None, (p.strip() for p in spec.split(','))):
@@ -130,15 +130,6 @@ def logical_to_sharding(logical_specs: Any, mesh: Mesh, rules: LogicalRules = DE
                       is_leaf=_is_logical_spec)
 
 
-def param_shardings(model: nn.Module, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES,
-                    example_tokens: jax.Array | None = None) -> Any:
-  """NamedShardings of the model's params (the tree under 'params'), from shapes alone."""
-  if example_tokens is None:
-    example_tokens = jnp.zeros((1, 1), jnp.int32)
-  boxed = jax.eval_shape(model.init, jax.random.key(0), example_tokens)['params']
-  return logical_to_sharding(nn.get_partition_spec(boxed), mesh, rules, nn.unbox(boxed))
-
-
 def batch_sharding(mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> NamedSharding:
   """Sharding of a batch [B, ...]: the leading axis over the 'batch' mesh axes, the rest whole."""
   return logical_to_sharding(PartitionSpec('batch'), mesh, rules)
@@ -162,7 +153,7 @@ def opt_state_shardings(tx: optax.GradientTransformation, params: Any, shardings
   Args:
     tx: the optax optimizer.
     params: params or their shapes (ShapeDtypeStructs, e.g. from `jax.eval_shape`).
-    shardings: the params' shardings, e.g. from `param_shardings`.
+    shardings: the params' shardings, e.g. from `bonjax.models.param_shardings`.
     mesh: the device mesh.
   """
   abstract_state = jax.eval_shape(tx.init, params)

@@ -85,7 +85,7 @@ def test_entry_point_runs_end_to_end(tmp_path):
   with gin.unlock_config():
     gin.parse_config(f"learned_verifier.workdir = '{workdir}'")
   verifier = registry.learned_verifier(batch_size=4)
-  assert isinstance(verifier, learned.LearnedVerifier)
+  assert isinstance(verifier, rm.RewardModelVerifier)  # loads the run when it first scores
   scores = verifier.score([triples[0].prompt], [[triples[0].completion, triples[1].completion]],
                           [{}])
   assert scores.shape == (1, 2)

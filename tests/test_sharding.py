@@ -73,7 +73,7 @@ def _train_setup(mesh, cfg):
   model = models.Transformer(cfg)
   rules = sharding.DEFAULT_RULES
   tx = optax.adam(1e-2)
-  param_sh = sharding.param_shardings(model, mesh, rules)
+  param_sh = models.param_shardings(model, mesh, rules)
   abstract_params = nn.unbox(jax.eval_shape(model.init, jax.random.key(0),
                                             jnp.zeros((1, 1), jnp.int32))['params'])
   opt_sh = sharding.opt_state_shardings(tx, abstract_params, param_sh, mesh)
@@ -139,7 +139,7 @@ def test_train_step_same_loss_on_one_and_eight_devices_with_params_sharded():
 def test_fsdp_shards_params_over_the_embed_axis():
   cfg = models.get_config('tiny')
   mesh = sharding.make_mesh('fsdp:4,tensor:2')
-  shardings = sharding.param_shardings(models.Transformer(cfg), mesh)
+  shardings = models.param_shardings(models.Transformer(cfg), mesh)
   assert shardings['layer_0']['mlp']['down'].spec == P('tensor', 'fsdp')
   assert shardings['layer_0']['attn']['o'].spec == P('tensor', None, 'fsdp')
   assert shardings['final_norm']['scale'].spec == P('fsdp')

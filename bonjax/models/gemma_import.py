@@ -36,12 +36,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bonjax.models.config import TransformerConfig, get_config
+from bonjax.models.params import abstract_params
 from bonjax.models.transformer import Transformer
 
 Params = dict[str, Any]
@@ -53,10 +53,7 @@ class CheckpointFormatError(ValueError):
 
 def expected_param_shapes(config: TransformerConfig) -> Params:
   """The bonjax parameter tree for `config` as ShapeDtypeStructs (nothing is allocated)."""
-  variables = jax.eval_shape(
-      Transformer(config).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32)
-  )
-  return nn.unbox(variables['params'])
+  return abstract_params(Transformer(config))
 
 
 def check_param_shapes(params: Params, config: TransformerConfig) -> None:

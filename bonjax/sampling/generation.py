@@ -31,7 +31,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from bonjax import models, sharding
-from bonjax.sampling.samplers import Sampler, Temperature
+from bonjax.sampling.samplers import Sampler, Temperature, token_log_probs
 
 
 @struct.dataclass
@@ -129,7 +129,7 @@ def generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: 
     eos_id: the token that ends a sample.
     pad_id: the token written after EOS.
     return_untempered_logprobs: also return each token's log-probability under the raw model.
-    mesh: if given, generation runs sharded on it: params as `bonjax.sharding.param_shardings`
+    mesh: if given, generation runs sharded on it: params as `bonjax.models.param_shardings`
       says (they are moved there if they are not already), the B * N decoding rows and their KV
       cache over the batch mesh axes. Prompt-level work (the prefill) is sharded too when the mesh
       divides B, replicated otherwise.
@@ -158,11 +158,7 @@ def generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths: 
 
 @functools.lru_cache(maxsize=16)
 def _param_shardings(model: nn.Module, mesh: Mesh, rules: sharding.LogicalRules) -> Any:
-  return sharding.param_shardings(model, mesh, rules)
-
-
-def _token_log_probs(log_probs: jax.Array, tokens: jax.Array) -> jax.Array:
-  return jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
+  return models.param_shardings(model, mesh, rules)
 
 
 def _constrain(tree: Any, logical_axes: Any, mesh: Mesh | None,
@@ -233,7 +229,7 @@ def _generate(model: nn.Module, params: Any, prompts: jax.Array, prompt_lengths:
     outputs = {'tokens': jnp.where(done, pad_id, tokens),
                'logprobs': jnp.where(done, 0.0, logprobs)}
     if return_untempered_logprobs:
-      untempered = _token_log_probs(jax.nn.log_softmax(logits, axis=-1), tokens)
+      untempered = token_log_probs(jax.nn.log_softmax(logits, axis=-1), tokens)
       outputs['untempered'] = jnp.where(done, 0.0, untempered)
     return outputs
 

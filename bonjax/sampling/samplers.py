@@ -78,6 +78,11 @@ def tempered_log_probs(logits: jax.Array, temperature: Scalar) -> jax.Array:
   return jnp.where(is_greedy, _argmax_log_probs(logits), scaled)
 
 
+def token_log_probs(log_probs: jax.Array, tokens: jax.Array) -> jax.Array:
+  """The log-probabilities `[...]` of `tokens [...]` under `log_probs [..., V]`."""
+  return jnp.take_along_axis(log_probs, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
 def _renormalise(log_probs: jax.Array, keep: jax.Array) -> jax.Array:
   """Drops the tokens outside `keep` and renormalises the rest."""
   kept = jnp.where(keep, log_probs, _NEG_INF)
@@ -117,7 +122,7 @@ class Sampler(struct.PyTreeNode):
     """Draws tokens `[B, ...]` (one key per row in `keys [B, ...]`) and returns their log-probs."""
     log_probs = self.log_probs(logits)
     tokens = categorical(keys, log_probs)
-    return tokens, jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
+    return tokens, token_log_probs(log_probs, tokens)
 
 
 class Greedy(Sampler):

@@ -1,11 +1,13 @@
 """Teacher-forced log-probabilities of given tokens: what every surrogate loss differentiates.
 
     prompts [B, P] (right-padded) + completions [B, N, T]
-      --one forward over [B * N, P + T - 1]--> log pi(completion token t | prompt, earlier tokens)
+      --one forward over [B * N, P + T - 1]--> logits --sampler.log_probs--> log pi(token | ...)
 
-The prompt's padding sits between its last real token and the completion; the model never sees it
-(input_mask) and positions continue from the prompt's real length, so the completion is scored
-exactly as the sampler produced it.
+The policy differentiated is the one that was sampled: the log-probabilities come from the same
+`bonjax.sampling` sampler object (temperature, then top-k / top-p / min-p filtering, renormalised)
+that drew the completions. The prompt's padding sits between its last real token and the
+completion; the model never sees it (input_mask) and positions continue from the prompt's real
+length, so the completion is scored exactly as the sampler produced it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bonjax import sampling
+
+
+def _check_sampler(sampler: sampling.Sampler) -> None:
+  if not isinstance(sampler, sampling.Sampler):
+    raise TypeError(f'sampler must be a bonjax.sampling Sampler, got {type(sampler).__name__}')
+  if isinstance(sampler, sampling.Greedy):
+    raise ValueError('cannot differentiate a Greedy sampler: its law is a point mass with no '
+                     'gradient; train with Temperature, TopK, TopP or MinP')
+
 
 def token_logprobs(model: nn.Module, params: Any, inputs: jax.Array, targets: jax.Array, *,
                    positions: jax.Array | None = None, input_mask: jax.Array | None = None,
-                   temperature: float | jax.Array = 1.0) -> jax.Array:
+                   segment_ids: jax.Array | None = None,
+                   sampler: sampling.Sampler = sampling.Temperature(1.0)) -> jax.Array:
   """log pi(targets[b, t] | inputs[b, :t + 1]) for next-token pairs: f32 [B, L].
 
   Args:
@@ -29,16 +42,20 @@ def token_logprobs(model: nn.Module, params: Any, inputs: jax.Array, targets: ja
     targets: int32 [B, L] the token each position predicts.
     positions: int32 [B, L]; defaults to arange(L).
     input_mask: bool [B, L], False on padding; defaults to all True.
-    temperature: the policy is softmax(logits / temperature); a scalar or a [B] array.
+    segment_ids: int32 [B, L] of packed rows (tokens attend only within their segment), or None.
+    sampler: the policy's law over each token's logits (default: the model's own softmax).
   """
-  logits = model.apply({'params': params}, inputs, positions=positions, input_mask=input_mask)
-  return _gather_logprobs(logits, targets, temperature)
+  _check_sampler(sampler)
+  extra = {} if segment_ids is None else {'segment_ids': segment_ids}
+  logits = model.apply({'params': params}, inputs, positions=positions, input_mask=input_mask,
+                       **extra)
+  return sampling.token_log_probs(sampler.log_probs(logits), targets)
 
 
 def completion_logprobs(model: nn.Module, params: Any, prompts: jax.Array,
                         prompt_lengths: jax.Array, completions: jax.Array, *,
                         completion_lengths: jax.Array | None = None,
-                        temperature: float | jax.Array = 1.0) -> jax.Array:
+                        sampler: sampling.Sampler = sampling.Temperature(1.0)) -> jax.Array:
   """log pi of each completion token given its prompt and the tokens before it: f32 [B, N, T].
 
   Args:
@@ -48,8 +65,10 @@ def completion_logprobs(model: nn.Module, params: Any, prompts: jax.Array,
     prompt_lengths: int32 [B].
     completions: int32 [B, N, T], N completions of each prompt (e.g. `Samples.tokens`).
     completion_lengths: int32 [B, N]; tokens at t >= length get log-probability 0. Defaults to T.
-    temperature: the policy is softmax(logits / temperature); a scalar or a [B] array.
+    sampler: the sampler the completions were drawn with; its float parameters may be per prompt
+      ([B] arrays), as in `bonjax.sampling.generate`.
   """
+  _check_sampler(sampler)
   batch, prompt_len = prompts.shape
   _, num_samples, length = completions.shape
   rows = batch * num_samples
@@ -73,17 +92,8 @@ def completion_logprobs(model: nn.Module, params: Any, prompts: jax.Array,
   # Token 0 is predicted at the prompt's last real token, token t > 0 at completion token t - 1.
   first = jnp.take_along_axis(logits, (prompt_lengths - 1)[:, None, None], axis=1)
   logits = jnp.concatenate([first, logits[:, prompt_len:]], axis=1)
-  if jnp.ndim(temperature) == 1:
-    temperature = repeat(temperature)
-  logprobs = _gather_logprobs(logits, completions, temperature)
-  mask = jnp.arange(length)[None, :] < completion_lengths[:, None]
-  return jnp.where(mask, logprobs, 0.0).reshape(batch, num_samples, length)
-
-
-def _gather_logprobs(logits: jax.Array, targets: jax.Array,
-                     temperature: float | jax.Array) -> jax.Array:
-  temperature = jnp.asarray(temperature, jnp.float32)
-  if temperature.ndim == 1:
-    temperature = temperature[:, None, None]
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
-  return jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  # [B, N, T, V]: the sampler's per-prompt parameters broadcast over the leading axis.
+  log_probs = sampler.log_probs(logits.reshape(batch, num_samples, length, -1))
+  logprobs = sampling.token_log_probs(log_probs, completions.reshape(batch, num_samples, length))
+  mask = jnp.arange(length) < completion_lengths.reshape(batch, num_samples, 1)
+  return jnp.where(mask, logprobs, 0.0)

@@ -317,3 +317,22 @@ def load_verifier(workdir: str, *, step: int | None = None,
   params = restore_params(os.path.join(workdir, CHECKPOINT_DIR), learned.abstract_params(config),
                           step)
   return learned.LearnedVerifier(tokenizer, params, config, info['max_len'], batch_size)
+
+
+class RewardModelVerifier(verifiers_lib.Verifier):
+  """The reward model a `train_reward_model` run saved in `workdir`, loaded when it first scores.
+
+  Loading lazily lets a config name a reward model that a pipeline trains before the policy, and
+  lets `bonjax train --dry_run`-style checks build the config without it.
+  """
+
+  name = 'learned_verifier'
+
+  def __init__(self, workdir: str, *, step: int | None = None, batch_size: int = 32):
+    self.workdir, self.step, self.batch_size = workdir, step, batch_size
+    self._verifier: learned.LearnedVerifier | None = None
+
+  def _score_batch(self, prompts, completions, metadata) -> np.ndarray:
+    if self._verifier is None:
+      self._verifier = load_verifier(self.workdir, step=self.step, batch_size=self.batch_size)
+    return self._verifier.score(prompts, completions, metadata)

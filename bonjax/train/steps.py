@@ -1,92 +1,158 @@
-"""Pure train steps: (state, batch) -> (state, metrics), to be wrapped in `jax.jit` by the caller.
+"""The one train step: (state, batch) -> (state, metrics), for every method, sharded on a mesh.
 
-    sft_step:             batch of next-token pairs --sft_loss--> grads --optax--> new state
-    policy_gradient_step: prompts + sampled completions + per-sample weights w [B, N]
-                          --policy_gradient_loss(w)--> grads --optax--> new state
+    train_step:      method.loss --jax.value_and_grad (summed over microbatches)--> grads
+                     --optax update--> new state, metrics
+    make_train_step: train_step jitted with explicit in/out shardings and the state donated,
+                     traced under the logical axis rules so the model's activation constraints bind
 
-The weights come from `bonjax.objectives` (rloo_weights, bon_rl_weights, ...) computed on the
-host or in another jitted function: the step treats them as constants (stop-gradient), which is
-what makes sum_i w_i grad log pi(y_i) the objective's gradient (BON_MATH.md section 5).
+`train_step` is the only function in bonjax that computes gradients and applies an update: SFT,
+BoN-SFT, DCO and every policy-gradient estimator reach it through their `Method`
+(`bonjax.train.methods`). Per-sample weights are computed inside it, on the device, from the
+scores and rewards of the batch, and are constants of the gradient (docs/bon_math.md §5).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-from flax import struct
+from jax.sharding import Mesh
 
-from bonjax import objectives
-from bonjax.train import logprobs as logprobs_lib
+from bonjax import sharding
+from bonjax.train.methods import Method, Policy
+from bonjax.train.state import TrainState, state_shardings
 
+Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
+PyTree = Any
 
 
-@struct.dataclass
-class TrainState:
-  """Everything a step updates: a pytree, so it jits, shards and checkpoints as one."""
-
-  step: jax.Array
-  params: Any
-  opt_state: Any
-
-  @classmethod
-  def create(cls, params: Any, tx: optax.GradientTransformation) -> 'TrainState':
-    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+def _microbatches(batch: Batch, num: int) -> Batch:
+  """[B, ...] -> [num, B / num, ...] for every array of the batch."""
+  def split(x):
+    if x.shape[0] % num:
+      raise ValueError(f'the batch of {x.shape[0]} rows does not split into {num} microbatches')
+    return x.reshape((num, x.shape[0] // num) + x.shape[1:])
+  return jax.tree.map(split, dict(batch))
 
 
-def _apply_gradients(tx: optax.GradientTransformation, state: TrainState, loss_fn
-                     ) -> tuple[TrainState, Metrics]:
-  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+def train_step(policy: Policy, tx: optax.GradientTransformation, method: Method,
+               state: TrainState, batch: Batch, ref_params: PyTree | None = None, *,
+               microbatches: int = 1) -> tuple[TrainState, Metrics]:
+  """One optimizer update on `batch` (see `bonjax.train.methods` for the batch layouts).
+
+  Args:
+    policy: the model and the sampler its rollouts were drawn with.
+    tx: the optax optimizer (clipping and schedules included, e.g. `bonjax.train.optimizer`).
+    method: the training method, which turns a batch into a loss.
+    state: the train state.
+    batch: the method's batch, every array with the batch as its leading axis.
+    ref_params: the initial policy's params (for the KL metric and penalty), or None.
+    microbatches: the batch is split into this many microbatches whose gradients are averaged
+      (gradient accumulation: the same update, less activation memory).
+
+  Returns:
+    The new state and scalar metrics: loss, grad_norm, update_norm, param_norm and the method's.
+  """
+
+  def loss_fn(params, micro):
+    return method.loss(policy, params, micro, ref_params)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if microbatches == 1:
+    (loss, metrics), grads = grad_fn(state.params, batch)
+  else:
+    micro = _microbatches(batch, microbatches)
+    shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro))
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def accumulate(total, one_micro):
+      return jax.tree.map(jnp.add, total, grad_fn(state.params, one_micro)), None
+
+    ((loss, metrics), grads), _ = jax.lax.scan(accumulate, zeros, micro)
+    loss, metrics, grads = jax.tree.map(lambda x: x / microbatches, (loss, metrics, grads))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+  metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
+                 update_norm=optax.tree.norm(updates), param_norm=optax.tree.norm(params))
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def sft_step(model: nn.Module, tx: optax.GradientTransformation, state: TrainState,
-             batch: Mapping[str, jax.Array]) -> tuple[TrainState, Metrics]:
-  """One supervised step on `bonjax.data.sft_batches` arrays (inputs, targets, loss_mask, ...)."""
+def batch_shardings(batch: Batch, mesh: Mesh,
+                    rules: sharding.LogicalRules = sharding.DEFAULT_RULES) -> dict[str, Any]:
+  """Every batch array split over the batch mesh axes on its leading axis; scalars replicated."""
+  batched = sharding.batch_sharding(mesh, rules)
+  axes = batched.spec[0] if batched.spec else None
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+  size = int(np.prod([mesh.shape[axis] for axis in axes]))
+  out = {}
+  for name, value in batch.items():
+    if not value.shape:
+      out[name] = sharding.replicated(mesh)
+    elif value.shape[0] % size:
+      raise ValueError(f'batch array {name!r} has {value.shape[0]} rows, which the mesh\'s '
+                       f'{size} data-parallel shards do not divide: make the batch size a '
+                       f'multiple of {size}')
+    else:
+      out[name] = batched
+  return out
 
-  def loss_fn(params):
-    token_logprobs = logprobs_lib.token_logprobs(
-        model, params, batch['inputs'], batch['targets'], positions=batch['positions'],
-        input_mask=batch['input_mask'])
-    mask = batch['loss_mask'] > 0
-    loss = objectives.sft_loss(token_logprobs, mask, reduce='token')
-    accuracy = jnp.sum(jnp.where(mask, token_logprobs > jnp.log(0.5), False)) / jnp.maximum(
-        jnp.sum(mask), 1)
-    return loss, {'token_accuracy': accuracy}
 
-  return _apply_gradients(tx, state, loss_fn)
+def make_train_step(policy: Policy, tx: optax.GradientTransformation, method: Method, *,
+                    mesh: Mesh, rules: sharding.LogicalRules = sharding.DEFAULT_RULES,
+                    microbatches: int = 1, with_reference: bool = False
+                    ) -> Callable[..., tuple[TrainState, Metrics]]:
+  """`train_step` jitted for `mesh`: `step(state, batch[, ref_params]) -> (state, metrics)`.
 
-
-def policy_gradient_step(model: nn.Module, tx: optax.GradientTransformation, state: TrainState,
-                         batch: Mapping[str, jax.Array], *, temperature: float = 1.0,
-                         reduce: str = 'sequence') -> tuple[TrainState, Metrics]:
-  """One policy-gradient step on sampled completions with precomputed weights.
-
-  Args:
-    model: the policy, a `bonjax.models.Transformer`.
-    tx: the optax optimizer.
-    state: the train state.
-    batch: `prompts` [B, P], `prompt_lengths` [B], `tokens` [B, N, T] and `lengths` [B, N] (as
-      `bonjax.sampling.generate` returns them) and `weights` [B, N].
-    temperature: the temperature the completions were sampled at: the policy differentiated is
-      the one that was sampled from.
-    reduce: how `objectives.policy_gradient_loss` normalizes over tokens.
+  The state's shardings are fixed (params and optimizer state as the logical rules say, see
+  `bonjax.train.state`) and it is donated; the batch is split over the batch mesh axes; metrics
+  are replicated. The step is traced under `rules` and `mesh`, so the `nn.with_logical_constraint`
+  annotations inside the model shard the activations. The same function serves `plan` (lowering
+  it ahead of time on an abstract state).
   """
+  rules = tuple(tuple(rule) for rule in rules)
+  shardings = state_shardings(policy.model, tx, mesh, rules)
+  ref_shardings = shardings.params if with_reference else None
+  replicated = sharding.replicated(mesh)
+  step_fn = functools.partial(train_step, policy, tx, method, microbatches=microbatches)
 
-  def loss_fn(params):
-    token_logprobs = logprobs_lib.completion_logprobs(
-        model, params, batch['prompts'], batch['prompt_lengths'], batch['tokens'],
-        completion_lengths=batch['lengths'], temperature=temperature)
-    length = batch['tokens'].shape[-1]
-    mask = jnp.arange(length) < batch['lengths'][..., None]
-    loss = objectives.policy_gradient_loss(token_logprobs, mask, batch['weights'], reduce=reduce)
-    return loss, {'mean_logprob': jnp.sum(token_logprobs) / jnp.maximum(jnp.sum(mask), 1)}
+  def traced(state, batch, ref_params=None):
+    with nn.logical_axis_rules(rules):
+      return step_fn(state, batch, ref_params)
 
-  return _apply_gradients(tx, state, loss_fn)
+  cache: dict[tuple[str, ...], Callable] = {}
+
+  def jitted(batch: Batch) -> Callable:
+    key = tuple(sorted(batch))
+    if key not in cache:
+      in_shardings = (shardings, batch_shardings(batch, mesh, rules))
+      if with_reference:
+        in_shardings += (ref_shardings,)
+      cache[key] = jax.jit(traced, in_shardings=in_shardings, out_shardings=(shardings, replicated),
+                           donate_argnums=0)
+    return cache[key]
+
+  def arguments(state, batch, ref_params):
+    if (ref_params is not None) != with_reference:
+      raise ValueError(f'this step was made with with_reference={with_reference}; pass '
+                       f'ref_params {"" if with_reference else "not "}accordingly')
+    return (state, dict(batch)) + ((ref_params,) if with_reference else ())
+
+  def step(state: TrainState, batch: Batch, ref_params: PyTree | None = None):
+    with jax.set_mesh(mesh):
+      return jitted(batch)(*arguments(state, batch, ref_params))
+
+  def lower(state: TrainState, batch: Batch, ref_params: PyTree | None = None):
+    """The step lowered for these arguments (arrays or ShapeDtypeStructs): ahead-of-time."""
+    with jax.set_mesh(mesh):
+      return jitted(batch).lower(*arguments(state, batch, ref_params))
+
+  step.lower = lower
+  step.shardings = shardings
+  return step

@@ -94,18 +94,20 @@ def reward_logits(model: RewardModel, params: PyTree, tokens: jax.Array,
   return model.apply({'params': params}, tokens, lengths)
 
 
+# (tokens [1, 2], lengths [1]): what `RewardModel.__call__` is initialized with.
+_EXAMPLE_INPUTS = (jnp.zeros((1, 2), jnp.int32), jnp.ones((1,), jnp.int32))
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def init_params(config: models.TransformerConfig, rng: jax.Array) -> PyTree:
   """Fresh, unboxed reward-model parameters for `config`."""
-  tokens = jnp.zeros((1, 2), jnp.int32)
-  variables = RewardModel(config).init(rng, tokens, jnp.ones((1,), jnp.int32))
-  return nn.unbox(variables['params'])
+  return models.init_params(RewardModel(config), rng, example_inputs=_EXAMPLE_INPUTS)
 
 
 @functools.lru_cache(maxsize=None)
 def abstract_params(config: models.TransformerConfig) -> PyTree:
   """The parameter tree of `config` as ShapeDtypeStructs (nothing is allocated)."""
-  return jax.eval_shape(functools.partial(init_params, config), jax.random.key(0))
+  return models.abstract_params(RewardModel(config), example_inputs=_EXAMPLE_INPUTS)
 
 
 def _shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:

@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bonjax import models
+import pytest
+
+from bonjax import models, sampling
 from bonjax.train import logprobs
 
 CONFIG = models.get_config('tiny')
@@ -32,7 +34,7 @@ def test_completion_logprobs_match_unpadded_forward_per_sample():
   got = logprobs.completion_logprobs(model, params, jnp.asarray(prompts),
                                      jnp.asarray(prompt_lengths), jnp.asarray(completions),
                                      completion_lengths=jnp.asarray(completion_lengths),
-                                     temperature=temperature)
+                                     sampler=sampling.Temperature(temperature))
   chex.assert_shape(got, (2, 3, 4))
 
   for b in range(2):
@@ -52,3 +54,28 @@ def test_token_logprobs_of_a_full_sequence():
   log_probs = jax.nn.log_softmax(model.apply({'params': params}, tokens[:, :-1]), axis=-1)
   expected = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)[..., 0]
   chex.assert_trees_all_close(got, expected, atol=1e-6)
+
+
+def test_filtered_samplers_are_differentiated_as_sampled():
+  """With top-k the policy is the filtered, renormalised law: log pi = sampler.log_probs."""
+  model, params = _model_and_params()
+  sampler = sampling.TopK(k=5, temperature=0.8)
+  prompts = jnp.array([[1, 7, 9, 0]], jnp.int32)
+  samples = sampling.generate(model, params, prompts, jnp.array([3]), num_samples=3,
+                              max_new_tokens=5, rng=jax.random.key(0), sampler=sampler, eos_id=2,
+                              pad_id=0)
+  got = logprobs.completion_logprobs(model, params, prompts, jnp.array([3]), samples.tokens,
+                                     completion_lengths=samples.lengths, sampler=sampler)
+  # The sampler recorded each token's log-probability under the law it drew from.
+  chex.assert_trees_all_close(got, samples.logprobs, atol=2e-5)
+  grads = jax.grad(lambda p: logprobs.completion_logprobs(
+      model, p, prompts, jnp.array([3]), samples.tokens, completion_lengths=samples.lengths,
+      sampler=sampler).sum())(params)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_greedy_sampler_cannot_be_differentiated():
+  model, params = _model_and_params()
+  with pytest.raises(ValueError, match='Greedy'):
+    logprobs.completion_logprobs(model, params, jnp.ones((1, 2), jnp.int32), jnp.array([2]),
+                                 jnp.ones((1, 1, 2), jnp.int32), sampler=sampling.Greedy())

@@ -1,0 +1,185 @@
+"""Rollouts: M samples per prompt, decoded and scored, as the batch a policy-gradient step reads.
+
+    prompt batch --generate (per chunk of prompts, dispatched at once)--> tokens [B, M, T]
+      --decode (host)--> texts --verifier--> scores s [B, M]; --task reward--> rewards R [B, M]
+
+Overlap: every chunk's generation is dispatched before any result is read (jax runs them in
+order, asynchronously), so while the host decodes and verifies chunk c the device is already
+decoding chunk c + 1; only the last chunk's verification leaves the device idle. Verification runs
+on a persistent thread pool (`Scorer`), and the verifiers keep their own worker pools.
+This is exact: the samples of a prompt depend only on its key, never on the chunking.
+
+Determinism: prompt b's key is `fold_in(step_key, index_b)` with `index_b` its position in the
+dataset, so a rollout is a function of (seed, step, params) alone — the same on a resumed run, on
+any number of processes and with any chunking — and the verifiers score deterministically.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from bonjax import data, objectives, sampling, verifiers
+
+PyTree = Any
+
+
+class Scorer:
+  """Scores decoded completions with the verifier (s) and the task reward (R) on a thread pool.
+
+  `reward` None means R = s; `verifier` None means s = R (an oracle verifier). Scores with NaN
+  or inf raise a ValueError naming the verifier and the samples.
+  """
+
+  def __init__(self, verifier: verifiers.VerifierProtocol | None,
+               reward: verifiers.VerifierProtocol | None, max_workers: int = 2):
+    if verifier is None and reward is None:
+      raise ValueError('a rollout needs a verifier or a task reward (or both)')
+    self.verifier, self.reward = verifier, reward
+    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, 'bonjax-scorer')
+
+  def _score(self, prompts, completions, metadata) -> tuple[np.ndarray, np.ndarray, float]:
+    start = time.perf_counter()
+    out = {}
+    for name, scorer in (('verifier', self.verifier), ('reward', self.reward)):
+      if scorer is not None:
+        values = np.asarray(scorer.score(prompts, completions, metadata), np.float32)
+        bad = np.argwhere(~np.isfinite(values))
+        if len(bad):
+          label = getattr(scorer, 'name', type(scorer).__name__)
+          raise ValueError(f'the {name} {label!r} returned non-finite scores (NaN or inf) for '
+                           f'{len(bad)} samples, e.g. [prompt, sample] {bad[:4].tolist()}')
+        out[name] = values
+    scores = out.get('verifier', out.get('reward'))
+    return scores, out.get('reward', scores), time.perf_counter() - start
+
+  def submit(self, prompts: Sequence[str], completions: Sequence[Sequence[str]],
+             metadata: Sequence[dict[str, Any]]) -> concurrent.futures.Future:
+    """Starts scoring; the future holds (scores [B, M], rewards [B, M], seconds)."""
+    return self._pool.submit(self._score, list(prompts), [list(c) for c in completions],
+                             list(metadata))
+
+  def close(self) -> None:
+    self._pool.shutdown(wait=True)
+    for scorer in (self.verifier, self.reward):
+      if hasattr(scorer, 'close'):
+        scorer.close()
+
+
+def prompt_keys(step_key: jax.Array, index: np.ndarray) -> jax.Array:
+  """One key per prompt from the step's key and the prompts' dataset indices [B]."""
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, jnp.asarray(index, jnp.uint32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+  """How a rollout samples.
+
+  Attributes:
+    num_samples: M, samples per prompt.
+    max_new_tokens: T, the most tokens per sample (EOS included); longer ones are truncated.
+    sampler: the sampling law, which the train step also differentiates.
+    chunks: prompt chunks whose generation overlaps the verification of the previous one.
+  """
+
+  num_samples: int = 8
+  max_new_tokens: int = 64
+  sampler: sampling.Sampler = sampling.Temperature(1.0)
+  chunks: int = 1
+
+  def __post_init__(self):
+    for name in ('num_samples', 'max_new_tokens', 'chunks'):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f'Rollout.{name} must be a positive int, got {value!r}')
+
+  def __call__(self, model: Any, params: PyTree, batch: Mapping[str, Any], *, step_key: jax.Array,
+               tokenizer: data.Tokenizer, scorer: Scorer, prompt_format: str,
+               mesh: Mesh | None = None, expert_format: str | None = None
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Samples, decodes and scores one prompt batch (a `bonjax.data.prompt_batches` batch).
+
+    Returns the step's arrays (numpy, this process's rows: prompts, prompt_lengths, tokens,
+    logprobs, lengths, scores, rewards, and with `expert_format` the reference solution as
+    expert_tokens, expert_lengths, expert_scores) and host-side info (texts, timings).
+    """
+    size = len(batch['prompts'])
+    if size % self.chunks:
+      raise ValueError(f'{size} prompts do not split into Rollout.chunks={self.chunks} chunks')
+    keys = prompt_keys(step_key, batch['index'])
+    bounds = [(c * size // self.chunks, (c + 1) * size // self.chunks) for c in range(self.chunks)]
+    start = time.perf_counter()
+    pending = [sampling.generate(
+        model, params, batch['prompts'][lo:hi], batch['prompt_lengths'][lo:hi],
+        num_samples=self.num_samples, max_new_tokens=self.max_new_tokens, rng=keys[lo:hi],
+        sampler=self.sampler, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, mesh=mesh)
+        for lo, hi in bounds]
+    prompt_texts = [data.batching.format_text(prompt_format, m) for m in batch['metadata']]
+    chunks, futures, wait_s = [], [], 0.0
+    for (lo, hi), samples in zip(bounds, pending):
+      waited = time.perf_counter()
+      host = jax.tree.map(np.asarray, samples)  # blocks until this chunk is decoded
+      wait_s += time.perf_counter() - waited
+      completions = tokenizer.decode(host.tokens)
+      futures.append(scorer.submit(prompt_texts[lo:hi], completions, batch['metadata'][lo:hi]))
+      chunks.append((host, completions))
+    sample_s = time.perf_counter() - start
+    results = [f.result() for f in futures]
+    verify_wait_s = time.perf_counter() - start - sample_s
+    cat = lambda xs: np.concatenate(xs, axis=0)
+    arrays = {
+        'prompts': np.asarray(batch['prompts'], np.int32),
+        'prompt_lengths': np.asarray(batch['prompt_lengths'], np.int32),
+        'tokens': cat([h.tokens for h, _ in chunks]),
+        'logprobs': cat([h.logprobs for h, _ in chunks]),
+        'lengths': cat([h.lengths for h, _ in chunks]),
+        'scores': cat([r[0] for r in results]),
+        'rewards': cat([r[1] for r in results]),
+    }
+    info = {'completions': [c for _, cs in chunks for c in cs], 'prompt_texts': prompt_texts,
+            'done': cat([h.done for h, _ in chunks]),
+            'seconds': {'sampling': sample_s, 'verifying': sum(r[2] for r in results),
+                        'verify_wait': verify_wait_s, 'sample_wait': wait_s}}
+    if expert_format is not None:
+      arrays.update(self._expert(batch, tokenizer, scorer, prompt_texts, expert_format))
+    return arrays, info
+
+  def _expert(self, batch, tokenizer, scorer, prompt_texts, expert_format) -> dict[str, np.ndarray]:
+    """The reference solutions as one extra 'completion' per prompt, scored by the verifier."""
+    texts = [data.batching.format_text(expert_format, m) for m in batch['metadata']]
+    tokens = [t[:self.max_new_tokens - 1] + [tokenizer.eos_id] for t in tokenizer.tokenize(texts)]
+    padded, lengths = data.tokenizer.pad_rows(tokens, self.max_new_tokens, tokenizer.pad_id)
+    scores, _, _ = scorer.submit(prompt_texts, [[t] for t in texts], batch['metadata']).result()
+    return {'expert_tokens': padded[:, None], 'expert_lengths': lengths[:, None].astype(np.int32),
+            'expert_scores': scores[:, 0]}
+
+
+def rollout_metrics(arrays: Mapping[str, np.ndarray], info: Mapping[str, Any], ks: Sequence[int]
+                    ) -> dict[str, float]:
+  """Host metrics of one rollout: mean reward, pass@k and BoN@k (k <= M), group fractions,
+  entropy and truncation (means over this process's prompts)."""
+  rewards, scores, lengths = arrays['rewards'], arrays['scores'], arrays['lengths']
+  correct = rewards > 0.5
+  tokens = np.maximum(lengths.sum(), 1)
+  out = {'reward_mean': float(rewards.mean()), 'score_mean': float(scores.mean()),
+         'all_correct_groups': float(correct.all(axis=1).mean()),
+         'all_wrong_groups': float((~correct).all(axis=1).mean()),
+         # -mean log pi(y_t) over sampled tokens: a Monte Carlo estimate of the per-token entropy.
+         'entropy_per_token': float(-arrays['logprobs'].sum() / tokens),
+         'truncated_fraction': float((~info['done']).mean()),
+         'completion_length': float(lengths.mean())}
+  ks = [k for k in ks if k <= rewards.shape[1]]
+  pass_at = np.asarray(objectives.pass_at_k(jnp.asarray(correct), ks)).mean(axis=0)
+  bon_at = np.asarray(objectives.bon_at_k(jnp.asarray(scores), jnp.asarray(rewards), ks)).mean(0)
+  for k, p, b in zip(ks, pass_at, bon_at):
+    out[f'pass@{k}'] = float(p)
+    out[f'bon@{k}'] = float(b)
+  return out

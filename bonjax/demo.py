@@ -1,40 +1,33 @@
 """A small end-to-end Best-of-N experiment that runs on a laptop CPU in a few minutes.
 
-    bonjax_arith (generated) --train--> sentencepiece tokenizer
-      --SFT--> a small policy pi_0
-      --RL (RLOO, n = 1)--------------------> pi_rl
-      --BoN-RL (bon_rl_weights, n = bon_n)--> pi_bon
-    each evaluated by sampling eval_n answers per test problem: pass@k for k = 1..eval_n
+    bonjax_arith (generated) --`train` Sft-->  pi_0                       <workdir>/sft
+      --`train` PolicyGradient('rloo')----------------> pi_rl            <workdir>/rl
+      --`train` PolicyGradient('bon_rl_s', bon_n)-----> pi_bon           <workdir>/bon_rl
+    each evaluated by the loop on the test problems with eval_n samples each: pass@k, BoN@k
 
-Both RL arms start from the same pi_0 and see the same prompts and the same number of samples;
-they differ only in the per-sample weights (BON_MATH.md sections 5.1 and 5.2). BoN-RL optimizes
-pass@bon_n rather than pass@1, so with enough RL steps it should trade some pass@1 for pass@k at
-larger k (the paper's finding). At the default size (30 RL steps, a 640K-parameter policy) the arms
-stay within sampling noise of the SFT policy: the default is a quick end-to-end check of the whole
-pipeline; scale rl_steps, rl_prompts and the model up for a real comparison. (With Adam at 3e-4 both
-arms lost pass@1 within 30 steps: sign-like Adam updates on few informative groups are mostly noise.)
+A composition of the training loop (`bonjax.train.train`), nothing more: the three runs are
+ordinary run directories (resumable, with metrics.jsonl and TensorBoard files), and the demo
+itself resumes where it stopped. Both RL arms start from the same pi_0, see the same prompts and
+the same sample keys; they differ only in the method's per-sample weights (docs/bon_math.md §5.1,
+§5.2). With the oracle verifier (answer match selects and rewards) BoN-RL optimizes pass@bon_n
+instead of pass@1.
 
-Writes <workdir>/results.json, <workdir>/pass_at_k.png and the tokenizer; prints a table.
+Writes <workdir>/results.json and <workdir>/pass_at_k.png; prints a table.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
-import tqdm
-from flax import linen as nn
 
-from bonjax import data, models, objectives, sampling, verifiers
-from bonjax.train import steps
+from bonjax import data, models, sampling, verifiers
+from bonjax import train as train_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,145 +58,87 @@ class DemoConfig:
   seed: int = 0
 
 
+ARMS = ('sft', 'rl', 'bon_rl')
+
+
+def _arms(config: DemoConfig) -> dict[str, train_lib.Method]:
+  return {'rl': train_lib.PolicyGradient('rloo'),
+          'bon_rl': train_lib.PolicyGradient('bon_rl_s', bon_n=config.bon_n)}
+
+
 def run_demo(workdir: str, config: DemoConfig = DemoConfig(),
              log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs the experiment; returns (and saves) {arm: {'pass_at_k': [...], 'ks': [...]}}."""
-  os.makedirs(workdir, exist_ok=True)
+  """Runs the experiment; returns (and saves) {arm: {'ks': [...], 'pass_at_k': [...], ...}}."""
   start = time.time()
-  rng = jax.random.key(config.seed)
-
-  arith_config = data.ArithConfig(
-      name=f'demo_{config.difficulty}_{config.num_train}_{config.num_test}_{config.seed}',
-      difficulty=config.difficulty, seed=config.seed, num_train=config.num_train,
-      num_test=config.num_test)
-  data_dir = os.path.join(workdir, 'data')
-  train_source = data.load('bonjax_arith', 'train', data_dir, config=arith_config)
-  test_source = data.load('bonjax_arith', 'test', data_dir, config=arith_config)
-  log(f'data: {len(train_source)} train / {len(test_source)} test problems ({config.difficulty})')
-
-  texts = [data.batching.decode_example(train_source[i]) for i in range(len(train_source))]
-  tokenizer = data.Tokenizer.train(
-      (t[key] for t in texts for key in ('question', 'solution')), vocab_size=config.vocab_size)
-  tokenizer.save(os.path.join(workdir, 'tokenizer.model'))
-
-  model_config = dataclasses.replace(
-      models.get_config('tiny'), vocab_size=tokenizer.vocab_size, num_layers=config.num_layers,
+  task = data.Task(
+      config=data.ArithConfig(
+          name=f'demo_{config.difficulty}_{config.num_train}_{config.num_test}_{config.seed}',
+          difficulty=config.difficulty, seed=config.seed, num_train=config.num_train,
+          num_test=config.num_test),
+      data_dir=os.path.join(workdir, 'data'), vocab_size=config.vocab_size,
+      max_prompt_len=config.max_prompt_len, max_target_len=config.max_new_tokens)
+  model = models.Transformer(dataclasses.replace(
+      models.get_config('tiny'), vocab_size=config.vocab_size, num_layers=config.num_layers,
       embed_dim=config.embed_dim, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
-      head_dim=config.embed_dim // config.num_heads, mlp_dim=config.mlp_dim)
-  model = models.Transformer(model_config)
-  rng, init_rng = jax.random.split(rng)
-  params = model.init(init_rng, jnp.zeros((1, 8), jnp.int32))['params']
-  params = nn.unbox(params)
-  log(f'model: {models.param_count(model_config):,} parameters')
+      head_dim=config.embed_dim // config.num_heads, mlp_dim=config.mlp_dim))
+  log(f'model: {models.param_count(model.config):,} parameters; task: bonjax_arith '
+      f'{config.difficulty}, {config.num_train} train / {config.num_test} test problems')
+  sampler = sampling.Temperature(config.temperature)
+  oracle = verifiers.AnswerMatch()
+  common = dict(model=model, task=task, seed=config.seed, reward=oracle, verifier=oracle,
+                eval_prompts=config.num_test, checkpoint_every=50,
+                eval_rollout=train_lib.Rollout(num_samples=config.eval_n,
+                                               max_new_tokens=config.max_new_tokens,
+                                               sampler=sampler, chunks=4))
+  sft_dir = os.path.join(workdir, 'sft')
+  schedule = train_lib.optimizer(
+      'adamw', _warmup_cosine(config.sft_learning_rate, config.sft_steps), weight_decay=0.01)
+  results = {'sft': train_lib.train(sft_dir, method=train_lib.Sft(), optimizer=schedule,
+                                    num_steps=config.sft_steps, batch_size=config.sft_batch_size,
+                                    eval_every=config.sft_steps, **common)}
+  log(f'sft: {config.sft_steps} steps, final loss {results["sft"]["loss"]:.3f}')
+  rollout = train_lib.Rollout(num_samples=config.samples_per_prompt,
+                              max_new_tokens=config.max_new_tokens, sampler=sampler)
+  for name, method in _arms(config).items():
+    results[name] = train_lib.train(
+        os.path.join(workdir, name), method=method, rollout=rollout,
+        optimizer=train_lib.optimizer('adam', config.rl_learning_rate),
+        init=train_lib.InitFrom(sft_dir), num_steps=config.rl_steps,
+        batch_size=config.rl_prompts, eval_every=config.rl_steps, **common)
+    log(f'{name}: {config.rl_steps} steps, train reward {results[name]["reward_mean"]:.3f}')
 
-  params = _supervised_fine_tuning(model, params, train_source, tokenizer, config, log)
-
-  verifier = verifiers.get('answer_match')
-  rollout = functools.partial(_rollout, model, tokenizer, verifier, config)
-  results = {'sft': _evaluate(rollout, params, test_source, tokenizer, config, rng)}
-  arms = {'rl': lambda s, r: objectives.rloo_weights(r),
-          'bon_rl': lambda s, r: objectives.bon_rl_weights(s, r, n=config.bon_n)}
-  tx = optax.adam(config.rl_learning_rate)
-  # One compiled step for both arms: they differ only in the weights they feed it.
-  pg_step = jax.jit(functools.partial(steps.policy_gradient_step, model, tx,
-                                      temperature=config.temperature))
-  for name, weights_fn in arms.items():
-    arm_params = _reinforce(params, tx, pg_step, train_source, tokenizer, config, rollout,
-                            weights_fn, name, log)
-    results[name] = _evaluate(rollout, arm_params, test_source, tokenizer, config, rng)
-
-  _report(results, config, log)
-  results['seconds'] = time.time() - start
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
-  _plot(results, config, os.path.join(workdir, 'pass_at_k.png'))
-  log(f'wrote {workdir}/results.json and pass_at_k.png in {results["seconds"]:.0f} s')
-  return results
-
-
-def _supervised_fine_tuning(model, params, source, tokenizer, config, log):
-  tx = optax.adamw(optax.warmup_cosine_decay_schedule(
-      0.0, config.sft_learning_rate, config.sft_steps // 10, config.sft_steps), weight_decay=0.01)
-  state = steps.TrainState.create(params, tx)
-  step = jax.jit(functools.partial(steps.sft_step, model, tx), donate_argnums=0)
-  batches = data.sft_batches(source, tokenizer, batch_size=config.sft_batch_size,
-                             max_len=config.max_prompt_len + config.max_new_tokens,
-                             seed=config.seed)
-  bar = tqdm.trange(config.sft_steps, desc='SFT', leave=False)
-  for _ in bar:
-    batch = {k: v for k, v in next(batches).items() if k != 'valid'}
-    state, metrics = step(state, batch)
-    bar.set_postfix(loss=f'{float(metrics["loss"]):.3f}')
-  log(f'SFT: {config.sft_steps} steps, final loss {float(metrics["loss"]):.3f}')
-  return state.params
-
-
-def _rollout(model, tokenizer, verifier, config, params, batch, num_samples, rng):
-  """Samples num_samples completions per prompt and scores them with the verifier: [B, N]."""
-  samples = sampling.generate(
-      model, params, batch['prompts'], batch['prompt_lengths'], num_samples=num_samples,
-      max_new_tokens=config.max_new_tokens, rng=rng,
-      sampler=sampling.Temperature(config.temperature), eos_id=tokenizer.eos_id,
-      pad_id=tokenizer.pad_id)
-  texts = tokenizer.decode(np.asarray(samples.tokens))
-  prompts = tokenizer.decode(np.asarray(batch['prompts']))
-  rewards = verifier.score(prompts, texts, batch['metadata'])
-  return samples, rewards
-
-
-def _reinforce(params, tx, step, source, tokenizer, config, rollout, weights_fn, name, log):
-  state = steps.TrainState.create(params, tx)
-  batches = data.prompt_batches(source, tokenizer, batch_size=config.rl_prompts,
-                                max_prompt_len=config.max_prompt_len, seed=config.seed + 1)
-  rng = jax.random.key(config.seed + 1)  # the same samples' randomness for every arm
-  bar = tqdm.trange(config.rl_steps, desc=name, leave=False)
-  accuracy = []
-  for _ in bar:
-    batch = next(batches)
-    rng, key = jax.random.split(rng)
-    samples, rewards = rollout(state.params, batch, config.samples_per_prompt, key)
-    # The oracle verifier: selection score and reward are the same binary correctness.
-    weights = weights_fn(jnp.asarray(rewards), jnp.asarray(rewards))  # jitted inside objectives
-    state, _ = step(state, {'prompts': batch['prompts'], 'prompt_lengths': batch['prompt_lengths'],
-                            'tokens': samples.tokens, 'lengths': samples.lengths,
-                            'weights': weights})
-    accuracy.append(float(rewards.mean()))
-    bar.set_postfix(train_accuracy=f'{np.mean(accuracy[-5:]):.2f}')
-  log(f'{name}: {config.rl_steps} steps, train sample accuracy {np.mean(accuracy[:5]):.2f} -> '
-      f'{np.mean(accuracy[-5:]):.2f}')
-  return state.params
-
-
-def _evaluate(rollout, params, source, tokenizer, config, rng):
   ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= config.eval_n]
-  batches = data.prompt_batches(source, tokenizer, batch_size=min(32, len(source)),
-                                max_prompt_len=config.max_prompt_len, shuffle=False,
-                                num_epochs=1, drop_remainder=False)
-  per_prompt = []
-  for batch in batches:
-    rng, key = jax.random.split(rng)
-    _, rewards = rollout(params, batch, config.eval_n, key)
-    pass_at_k = np.asarray(objectives.pass_at_k(jnp.asarray(rewards), ks))
-    per_prompt.append(pass_at_k[batch['valid']])
-  return {'ks': ks, 'pass_at_k': np.concatenate(per_prompt).mean(axis=0).tolist()}
+  report = {arm: {'ks': ks, 'pass_at_k': [results[arm][f'eval/pass@{k}'] for k in ks]}
+            for arm in ARMS}
+  _print_table(report, config, log)
+  report['seconds'] = time.time() - start
+  with open(os.path.join(workdir, 'results.json'), 'w', encoding='utf-8') as f:
+    json.dump(report, f, indent=2)
+  _plot(report, config, os.path.join(workdir, 'pass_at_k.png'))
+  log(f'wrote {workdir}/results.json and pass_at_k.png in {report["seconds"]:.0f} s')
+  return report
 
 
-def _report(results, config, log):
-  ks = results['sft']['ks']
+def _warmup_cosine(peak: float, steps: int) -> optax.Schedule:
+  return optax.warmup_cosine_decay_schedule(0.0, peak, max(1, steps // 10), max(2, steps))
+
+
+def _print_table(report, config, log):
+  ks = report['sft']['ks']
   log(f'\npass@k on {config.num_test} test problems ({config.eval_n} samples each, '
       f'T={config.temperature}):')
   log('arm     ' + ''.join(f'{f"pass@{k}":>10}' for k in ks))
-  for name, result in results.items():
-    log(f'{name:8s}' + ''.join(f'{v:10.3f}' for v in result['pass_at_k']))
+  for name in ARMS:
+    log(f'{name:8s}' + ''.join(f'{v:10.3f}' for v in report[name]['pass_at_k']))
 
 
-def _plot(results, config, path):
+def _plot(report, config, path):
   import matplotlib  # pylint: disable=g-import-not-at-top  (optional, only for the figure)
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(5, 3.5))
-  for name in ('sft', 'rl', 'bon_rl'):
-    ax.plot(results[name]['ks'], results[name]['pass_at_k'], marker='o', label=name)
+  for name in ARMS:
+    ax.plot(report[name]['ks'], report[name]['pass_at_k'], marker='o', label=name)
   ax.set_xscale('log', base=2)
   ax.set_xlabel('k (samples)')
   ax.set_ylabel('pass@k')

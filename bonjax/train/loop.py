@@ -90,8 +90,8 @@ def _check_workdir(workdir: str, description: dict) -> None:
     raise RunDirectoryError(f'workdir {workdir!r} is not writable')
 
 
-def _validate(method, rollout, verifier, reward, task, model, eval_every, num_steps,
-              batch_size) -> None:
+def _validate(method, rollout, verifier, reward, task, model, num_steps, batch_size, *,
+              evaluates: bool, eval_rollout) -> None:
   """Every configuration error `train` can detect before it writes anything."""
   if not isinstance(method, methods_lib.Method):
     raise TypeError(f'method must be a bonjax.train Method (Sft, BonSft, Dco, PolicyGradient), '
@@ -104,9 +104,11 @@ def _validate(method, rollout, verifier, reward, task, model, eval_every, num_st
     if not isinstance(value, int) or value < 1:
       raise ValueError(f'train.{name} must be a positive int, got {value!r}')
   name = type(method).__name__
-  if (method.needs_rollouts or eval_every) and rollout is None:
-    raise ValueError(f'{name} {"needs rollouts" if method.needs_rollouts else "evaluation"}: '
-                     f'configure train.rollout = @Rollout()')
+  if method.needs_rollouts and rollout is None:
+    raise ValueError(f'{name} needs rollouts: configure train.rollout = @Rollout()')
+  if evaluates and eval_rollout is None:
+    raise ValueError('evaluation (train.eval_every > 0) samples the policy: configure '
+                     'train.rollout or train.eval_rollout = @Rollout()')
   if rollout is not None and method.n > rollout.num_samples:
     raise ValueError(f'{name} optimizes BoN with n = {method.n}, more than the '
                      f'{rollout.num_samples} samples per prompt it draws (Rollout.num_samples): '
@@ -117,7 +119,7 @@ def _validate(method, rollout, verifier, reward, task, model, eval_every, num_st
   if method.uses_rewards and reward is None:
     raise ValueError(f'{method!r} learns from the task reward, but none is configured '
                      f'(train.reward = @answer_match() or another of {verifiers.names()})')
-  if (method.needs_rollouts or eval_every) and verifier is None and reward is None:
+  if (method.needs_rollouts or evaluates) and verifier is None and reward is None:
     raise ValueError(f'{name}: rollouts need a verifier or a task reward to score samples')
 
 
@@ -181,7 +183,8 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
           seed: int = 0, mesh: str = 'data:-1',
           rules: sharding.LogicalRules = sharding.DEFAULT_RULES, microbatches: int = 1,
           updates_per_rollout: int = 1, track_kl: bool = True, checkpoint_every: int = 100,
-          eval_every: int = 0, eval_prompts: int = 64, log_every: int = 1, max_to_keep: int = 2,
+          eval_every: int = 0, eval_prompts: int = 64,
+          eval_rollout: rollout_lib.Rollout | None = None, log_every: int = 1, max_to_keep: int = 2,
           progress: bool = True, dry_run: bool = False) -> dict[str, Any]:
   """Trains `model` with `method` on `task`; returns the last logged metrics (and 'step').
 
@@ -206,6 +209,7 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
     checkpoint_every: save every this many steps (and at the end, and on SIGTERM).
     eval_every: evaluate pass@k / BoN@k on `eval_prompts` eval problems every this many steps.
     eval_prompts: how many problems of the eval split evaluation samples.
+    eval_rollout: how evaluation samples (e.g. more samples per problem); default `rollout`.
     log_every: write metrics every this many steps (each costs a device -> host transfer).
     max_to_keep: checkpoints kept.
     progress: show a progress bar.
@@ -213,7 +217,9 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
       summary, for checking a config.
   """
   optimizer = optimizer if optimizer is not None else make_optimizer('adamw', 1e-4)
-  _validate(method, rollout, verifier, reward, task, model, eval_every, num_steps, batch_size)
+  eval_rollout = eval_rollout if eval_rollout is not None else rollout
+  _validate(method, rollout, verifier, reward, task, model, num_steps, batch_size,
+            evaluates=bool(eval_every), eval_rollout=eval_rollout)
   description = _describe(model, method, task)
   if dry_run:
     return _dry_run(model, optimizer, mesh)
@@ -251,7 +257,8 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
     return _initial_params(workdir, init, model, abstract.params, seed, device_mesh, rules)
 
   writer = MetricWriter(workdir)
-  scorer = rollout_lib.Scorer(verifier, reward) if rollout is not None else None
+  scorer = (rollout_lib.Scorer(verifier, reward)
+            if rollout is not None or eval_rollout is not None else None)
   with checkpoint_lib.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                    max_to_keep=max_to_keep) as ckpt, _Preemption() as preempt, \
       contextlib.ExitStack() as cleanup:
@@ -273,9 +280,9 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
     start = int(state.step)
     context = _Context(model=model, policy=policy, method=method, rollout=rollout, task=task,
                        tokenizer=tokenizer, scorer=scorer, mesh=device_mesh, seed=seed,
-                       updates_per_rollout=updates_per_rollout)
+                       updates_per_rollout=updates_per_rollout, eval_rollout=eval_rollout)
     eval_batch = (_eval_batch(task, tokenizer, workdir, eval_prompts)
-                  if eval_every and rollout is not None else None)
+                  if eval_every and eval_rollout is not None else None)
     last: dict[str, Any] = {}
     bar = tqdm.trange(start, num_steps, initial=start, total=num_steps, disable=not progress,
                       desc=f'train {type(method).__name__}', dynamic_ncols=True)
@@ -313,6 +320,7 @@ class _Context:
   mesh: Any
   seed: int
   updates_per_rollout: int
+  eval_rollout: rollout_lib.Rollout | None
 
 
 def _one_step(ctx: _Context, step_fn, state, batch, step: int, ref_params) -> tuple[Any, dict]:
@@ -359,10 +367,11 @@ def _eval_batch(task, tokenizer, workdir, num_prompts) -> dict[str, Any]:
 def _evaluate(ctx: _Context, params, batch) -> dict[str, float]:
   """pass@k and BoN@k of the current policy on the fixed eval problems (the same keys each time)."""
   key = jax.random.key(ctx.seed + _EVAL_SEED_OFFSET)
-  arrays, info = ctx.rollout(ctx.model, params, batch, step_key=key, tokenizer=ctx.tokenizer,
-                             scorer=ctx.scorer, prompt_format=ctx.task.text_format.prompt,
-                             mesh=ctx.mesh)
-  metrics = rollout_lib.rollout_metrics(arrays, info, _powers_of_two(ctx.rollout.num_samples))
+  arrays, info = ctx.eval_rollout(ctx.model, params, batch, step_key=key,
+                                  tokenizer=ctx.tokenizer, scorer=ctx.scorer,
+                                  prompt_format=ctx.task.text_format.prompt, mesh=ctx.mesh)
+  metrics = rollout_lib.rollout_metrics(arrays, info,
+                                        _powers_of_two(ctx.eval_rollout.num_samples))
   return {f'eval/{k}': v for k, v in metrics.items()}
 
 

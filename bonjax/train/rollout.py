@@ -112,10 +112,9 @@ class Rollout:
     expert_tokens, expert_lengths, expert_scores) and host-side info (texts, timings).
     """
     size = len(batch['prompts'])
-    if size % self.chunks:
-      raise ValueError(f'{size} prompts do not split into Rollout.chunks={self.chunks} chunks')
     keys = prompt_keys(step_key, batch['index'])
-    bounds = [(c * size // self.chunks, (c + 1) * size // self.chunks) for c in range(self.chunks)]
+    num_chunks = min(self.chunks, size)
+    bounds = [(c * size // num_chunks, (c + 1) * size // num_chunks) for c in range(num_chunks)]
     start = time.perf_counter()
     pending = [sampling.generate(
         model, params, batch['prompts'][lo:hi], batch['prompt_lengths'][lo:hi],

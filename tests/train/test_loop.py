@@ -139,8 +139,7 @@ def _comparable(records):
 @pytest.mark.slow
 def test_killed_mid_save_the_run_resumes_bit_for_bit(tmp_path):
   bindings = list(helpers.TINY_ARITH_BINDINGS) + list(helpers.TINY_WARM_START_BINDINGS) + [
-      'train.num_steps = 5', 'train.checkpoint_every = 2', f"Task.data_dir = '{tmp_path}/data'",
-      'train.verifier = @answer_match()']
+      'train.num_steps = 5', 'train.checkpoint_every = 2', f"Task.data_dir = '{tmp_path}/data'"]
   flags = [f'--gin_file={BON_RL_V}'] + [f'--gin_bindings={b}' for b in bindings]
   reference = _cli('train', f'--workdir={tmp_path}/reference', *flags)
   assert reference.returncode == 0, reference.stderr[-3000:]

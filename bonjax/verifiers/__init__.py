@@ -19,6 +19,7 @@ from bonjax.verifiers.code_execution import CodeExecution
 from bonjax.verifiers.learned import LearnedVerifier
 from bonjax.verifiers.math_answer import MathAnswer
 from bonjax.verifiers.noisy import Noisy
+from bonjax.verifiers.pools import WorkerPool
 from bonjax.verifiers.sandbox import RunResult, Sandbox, SandboxLimits
 
 REGISTRY: dict[str, Callable[..., VerifierProtocol]] = {
@@ -54,4 +55,4 @@ def get(name: str, **kwargs: Any) -> VerifierProtocol:
 
 __all__ = ["AnswerMatch", "CodeExecution", "LearnedVerifier", "MathAnswer", "MissingMetadataError", "Noisy",
            "REGISTRY", "RunResult", "Sandbox", "SandboxLimits", "UnknownVerifierError", "Verifier",
-           "VerifierProtocol", "get", "names", "validate_inputs"]
+           "VerifierProtocol", "WorkerPool", "get", "names", "validate_inputs"]

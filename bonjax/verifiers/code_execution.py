@@ -35,7 +35,6 @@ Limits (what the guarantee does not cover, and what it costs honest programs):
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import os
 from typing import Any
@@ -44,16 +43,18 @@ import numpy as np
 
 from bonjax.verifiers import asserts
 from bonjax.verifiers.base import Verifier
+from bonjax.verifiers.pools import ClosingContext, WorkerPool
 from bonjax.verifiers.sandbox import RunResult, Sandbox, SandboxLimits
 
 
-class CodeExecution(Verifier):
+class CodeExecution(ClosingContext, Verifier):
   """Scores 1.0 when a completion passes its tests, else 0.0 (or the fraction passed).
 
   Args:
     timeout_s: wall-clock seconds per program.
     memory_mb: address-space limit per program.
-    max_workers: programs run in parallel (threads, each waiting on one child process).
+    max_workers: programs run in parallel (threads, each waiting on one child process; the
+      threads are kept from the first ``score`` call until ``close()``).
     partial: score the fraction of assert statements that held instead of pass/fail.
     limits: full ``SandboxLimits``; overrides ``timeout_s`` and ``memory_mb`` when given.
     **sandbox_kwargs: passed on to ``Sandbox`` (``python``, ``isolate_user``, ...).
@@ -71,6 +72,11 @@ class CodeExecution(Verifier):
       raise ValueError(f"code_execution: max_workers must be >= 1, got {max_workers}")
     self.partial = partial
     self.sandbox = Sandbox(self.limits, **sandbox_kwargs)
+    self._pool = WorkerPool(self.max_workers, "thread")
+
+  def close(self) -> None:
+    """Stops the worker threads (a later ``score`` starts new ones)."""
+    self._pool.close()
 
   def run_one(self, completion: str, metadata: dict[str, Any]) -> RunResult:
     """Runs one completion against its tests; the full ``RunResult`` (for debugging)."""
@@ -85,8 +91,7 @@ class CodeExecution(Verifier):
 
   def _score_batch(self, prompts, completions, metadata) -> np.ndarray:
     jobs = [(p, c, m) for p, cs, m in zip(prompts, completions, metadata) for c in cs]
-    with concurrent.futures.ThreadPoolExecutor(self.max_workers) as pool:
-      flat = list(pool.map(lambda job: self.score_one(*job), jobs))
+    flat = self._pool.map(self.score_one, *zip(*jobs)) if jobs else []
     return np.array(flat, np.float32).reshape(len(prompts), -1)
 
 

@@ -253,8 +253,17 @@ class Sandbox:
     self.isolate_user = isolate_user
     self.isolate_network = isolate_network
     self.audit = audit
+    self.first_uid, self.num_uids = first_uid, num_uids
     self._unshare = unshare
     self._uids = _uid_pool(first_uid, num_uids) if isolate_user else None
+
+  def __getstate__(self) -> dict:
+    return {key: value for key, value in self.__dict__.items() if key != "_uids"}
+
+  def __setstate__(self, state: dict) -> None:
+    # The uid pool is per process (its locks guard this process's runs): join this one's.
+    self.__dict__.update(state)
+    self._uids = _uid_pool(self.first_uid, self.num_uids) if self.isolate_user else None
 
   def run(self, program: str, test: str, entry_point: str, *, num_asserts: int = 1,
           partial: bool = False, prompt: str = "", allow_nan: bool | None = None) -> RunResult:

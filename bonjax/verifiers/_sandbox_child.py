@@ -1,7 +1,8 @@
 """The harness that runs inside each sandboxed interpreter (stdlib only, Python >= 3.8).
 
-``sandbox.py`` starts ``python -I -c <this file's source + "main()">`` as an unprivileged user in a
-fresh temp dir holding the run's ``payload.json``. This file is never imported by the parent.
+``sandbox.py`` starts ``python -I -c <_sandbox_audit.py + this file + "main()">`` as an
+unprivileged user in a fresh temp dir holding the run's ``payload.json``. This file is never
+imported by the parent.
 
 ``main`` lowers its own resource limits (CPU, memory, processes, file size, open files, core dumps)
 and forks, before it has read anything of the run (this interpreter holds no jax, so forking it is
@@ -14,11 +15,10 @@ safe). From then on the program and the tests live in two processes that share n
   of plain data) to the program process and turns the reply back into a value or an exception.
   It writes ``<token> <passed> <total>`` to the result pipe only after ``check`` returned and no
   reply broke the rules below. No program code ever runs in this process.
-* The **program process** (the child) closes every descriptor but its two pipes, installs an audit
-  hook, runs the program and then serves the calls. The hook refuses sockets, subprocesses and
-  forks, signals sent with ``os.kill``, file access outside the temp dir and the interpreter's own
-  library dirs, tracing, frame and object introspection (``sys._getframe`` except from the few
-  stdlib functions that only read a module name, ``tb_frame``, ``gc.get_objects``) and ctypes.
+* The **program process** (the child) closes every descriptor but its two pipes, installs the
+  audit hook of ``_sandbox_audit.py`` (no sockets, subprocesses, forks, ``os.kill``, tracing,
+  introspection, ctypes, nor files outside its temp dir and the interpreter's library dirs), runs
+  the program and then serves the calls.
 
 What crosses from the program to the tests is plain data only: None, bool, int, float, complex,
 str, bytes, and tuples, lists, dicts, sets and frozensets of plain data, each of exactly that type
@@ -43,13 +43,8 @@ import os
 import resource
 import signal
 import sys
-import threading
 
-# Imported before the audit hook is installed (some of them take frames at import time).
-import collections  # noqa: F401
-import enum  # noqa: F401
-import functools  # noqa: F401
-import typing  # noqa: F401
+# sandbox.py runs this file after _sandbox_audit.py, which defines make_audit_hook.
 
 _PAYLOAD = "payload.json"
 # Exit status when the harness itself could not start (before the program ran): the parent
@@ -64,6 +59,10 @@ _PLAIN = frozenset(_ATOMS + _CONTAINERS)
 # What an exception raised by the entry point arrives as: the nearest of these in its MRO.
 _BUILTIN_EXCEPTIONS = frozenset(value for value in vars(builtins).values()
                                 if isinstance(value, type) and issubclass(value, BaseException))
+
+
+class _PipeClosed(Exception):
+  """The other process closed its end (marshal's own EOFError means truncated data)."""
 
 
 def _set_limits(limits):
@@ -83,7 +82,7 @@ def _read_exactly(fd, size):
   while left:
     chunk = os.read(fd, min(left, 1 << 20))
     if not chunk:
-      raise EOFError("the other process closed its pipe")
+      raise _PipeClosed()
     chunks.append(chunk)
     left -= len(chunk)
   return b"".join(chunks)
@@ -168,7 +167,7 @@ def _program_side(calls, replies):
   if audit:
     read_roots = [os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)]
     read_roots += [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)]
-    sys.addaudithook(_make_audit_hook(os.path.realpath(os.getcwd()), tuple(read_roots)))
+    sys.addaudithook(make_audit_hook(os.path.realpath(os.getcwd()), tuple(read_roots)))
   try:
     namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
     exec(compile(program, "program.py", "exec"), namespace)
@@ -186,7 +185,7 @@ def _program_side(calls, replies):
   while True:
     try:
       _, args, kwargs = _receive(calls)
-    except EOFError:
+    except _PipeClosed:
       os._exit(0)
     try:
       value = candidate(*args, **kwargs)
@@ -199,147 +198,6 @@ def _program_side(calls, replies):
         reply = ("invalid", "%s returned %s" % (entry_point, error))
     _flush_output()
     _send(replies, reply)
-
-
-def _frame_takers():
-  """{code: module globals} of stdlib functions that call sys._getframe only to read a module name."""
-  takers = {}
-  for module, path in ((typing, "_caller"), (collections, "namedtuple"),
-                       (enum, "EnumType._create_"), (enum, "EnumMeta._create_")):
-    function = module
-    for name in path.split("."):
-      function = getattr(function, name, None)
-    code = getattr(function, "__code__", None)
-    if code is not None:
-      takers[code] = module.__dict__
-  return takers
-
-
-def _make_audit_hook(cwd, read_roots):
-  """Returns an audit hook confining the program; it uses only references captured here."""
-  # The program may patch modules and builtins, so the hook must not look any name up later.
-  lstat, readlink, str_slice = os.lstat, os.readlink, str.__getitem__
-  bytes_slice, bytes_decode = bytes.__getitem__, bytes.decode
-  permission_error, os_error = PermissionError, OSError
-  is_instance, exact_str, exact_bytes, exact_int = isinstance, str, bytes, int
-  text_types, full_slice, any_of, to_bool = (str, bytes), slice(None), any, bool
-  write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-  forbidden_events = frozenset([
-      "sys.settrace", "sys.setprofile",
-      "sys._current_frames", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-      "os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.system",
-      "subprocess.Popen", "os.kill", "os.killpg", "signal.pthread_kill",
-      "os.chdir", "os.chroot", "os.link", "os.symlink", "os.setuid", "os.setgid",
-      "resource.setrlimit", "resource.prlimit", "sys.remote_exec", "faulthandler.enable"])
-  frame_attributes = frozenset(["tb_frame", "gi_frame", "cr_frame", "ag_frame"])
-  get_frame, get_ident, in_hook = sys._getframe, threading.get_ident, set()
-  frame_takers = _frame_takers()
-  path_events = frozenset(["os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod",
-                           "os.chown", "os.utime", "os.truncate", "os.listdir", "os.scandir",
-                           "shutil.rmtree", "shutil.copyfile", "shutil.move", "glob.glob"])
-  writing_path_events = frozenset(["os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod",
-                                   "os.chown", "os.utime", "os.truncate", "shutil.rmtree",
-                                   "shutil.copyfile", "shutil.move"])
-  allowed_devices = frozenset(["/dev/null", "/dev/urandom", "/dev/random", "/dev/zero"])
-
-  def as_text(path):
-    # Exact copies of str/bytes paths, so a subclass with overridden methods cannot lie to us.
-    if is_instance(path, exact_str):
-      return str_slice(path, full_slice)
-    if is_instance(path, exact_bytes):
-      return bytes_decode(bytes_slice(path, full_slice), "utf-8", "surrogateescape")
-    raise permission_error("sandbox: paths must be str or bytes")
-
-  def resolve(path):
-    """Absolute path with '.', '..' and symlinks resolved (missing components kept as they are)."""
-    if not path.startswith("/"):
-      path = cwd + "/" + path
-    pending = path.split("/")[::-1]
-    parts = []
-    hops = 0
-    while pending:
-      part = pending.pop()
-      if part in ("", "."):
-        continue
-      if part == "..":
-        if parts:
-          parts.pop()
-        continue
-      candidate = "/" + "/".join(parts + [part])
-      try:
-        mode = lstat(candidate).st_mode
-      except os_error:
-        parts.append(part)
-        continue
-      if mode & 0o170000 == 0o120000:
-        hops += 1
-        if hops > 40:
-          raise permission_error("sandbox: too many symbolic links")
-        target = readlink(candidate)
-        if target.startswith("/"):
-          parts = []
-        pending.extend(target.split("/")[::-1])
-      else:
-        parts.append(part)
-    return "/" + "/".join(parts)
-
-  def inside(path, root):
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-  def check_path(path, writing):
-    if is_instance(path, exact_int):
-      return  # An already open descriptor.
-    resolved = resolve(as_text(path))
-    if resolved in allowed_devices:
-      return
-    if inside(resolved, cwd):
-      return
-    if not writing:
-      for root in read_roots:
-        if inside(resolved, root):
-          return
-    raise permission_error("sandbox: no access to %s outside the sandbox dir" % resolved)
-
-  def may_take_frame():
-    """True when sys._getframe was called by a known stdlib function that only reads a name."""
-    caller = get_frame(2)  # 0: this function, 1: hook; sys._getframe itself has no frame.
-    return frame_takers.get(caller.f_code) is caller.f_globals
-
-  def hook(event, args):
-    thread = get_ident()
-    if thread in in_hook:
-      return  # The hook's own sys._getframe and frame attribute reads.
-    if event == "sys._getframe":
-      in_hook.add(thread)
-      try:
-        allowed = may_take_frame()
-      finally:
-        in_hook.discard(thread)
-      if not allowed:
-        raise permission_error("sandbox: sys._getframe is not allowed")
-    if event in forbidden_events or event.startswith(("socket.", "ctypes.")):
-      raise permission_error("sandbox: %s is not allowed" % event)
-    if event == "object.__getattr__" and args[1] in frame_attributes:
-      raise permission_error("sandbox: frame introspection is not allowed")
-    if event == "import" and args[0] in ("ctypes", "_ctypes", "_xxsubinterpreters"):
-      raise permission_error("sandbox: module %s is not allowed" % args[0])
-    if event == "open":
-      path, mode, flags = args
-      writing = to_bool(flags & write_flags) if mode is None else any_of(c in mode for c in "wax+")
-      check_path(path, writing)
-      if not is_instance(path, exact_int):
-        try:
-          is_dir = lstat(resolve(as_text(path))).st_mode & 0o170000 == 0o040000
-        except os_error:
-          is_dir = False
-        if is_dir:  # Directory descriptors would allow dir_fd tricks past the path check.
-          raise permission_error("sandbox: opening directories is not allowed")
-    elif event in path_events:
-      for path in args:
-        if is_instance(path, text_types):
-          check_path(path, event in writing_path_events)
-
-  return hook
 
 
 # The test process. Only the harness, the prompt and the tests run here.
@@ -361,8 +219,12 @@ def _plain_problem(value, allow_nan):
                                                    or item.imag != item.imag))):
       return "a NaN (the tests do not mention NaN)"
     if kind in _CONTAINERS and id(item) not in seen:  # marshal can build cyclic values.
-      seen.add(id(item))
-      pending.extend(item.items() if kind is dict else item)
+      seen.add(id(item))  # Only ids of objects inside the value, alive while it is.
+      if kind is dict:
+        pending.extend(item.keys())
+        pending.extend(item.values())
+      else:
+        pending.extend(item)
   return None
 
 
@@ -383,7 +245,7 @@ class _Proxy:
   def receive(self):
     try:
       reply = _receive(self.replies)
-    except (EOFError, OSError):
+    except (_PipeClosed, OSError):
       self.fail("the program's process exited")
     except Exception as error:  # Oversized or not marshal data.
       self.fail("a malformed reply (%s: %s)" % (type(error).__name__, error))
@@ -459,6 +321,8 @@ def _test_side(child, calls, replies):
     proxy.loaded()
     check(proxy)
     finished = True
+  except _ProgramFailed:
+    finished = False  # Reported below.
   except BaseException as error:
     _report(error)
     finished = False

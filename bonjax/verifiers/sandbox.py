@@ -40,8 +40,9 @@ import tempfile
 import threading
 import time
 
-_CHILD_SOURCE = (pathlib.Path(__file__).with_name("_sandbox_child.py").read_text("utf-8")
-                 + "\nmain()\n")
+# The harness: the audit hook's file, then the child's, which uses it (see _sandbox_child.py).
+_CHILD_SOURCE = "\n".join(pathlib.Path(__file__).with_name(name).read_text("utf-8")
+                          for name in ("_sandbox_audit.py", "_sandbox_child.py")) + "\nmain()\n"
 _MINIMAL_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
                 "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"}
 # Sandbox uids are claimed with a lock file each, so that runs in several processes on one host
@@ -64,7 +65,8 @@ class SandboxLimits:
       counted in ``timeout_s``: on a loaded machine starting Python can take seconds).
     cpu_s: CPU seconds (RLIMIT_CPU, which also counts the interpreter's start); defaults to
       ``ceil(timeout_s) + 1``. A run stopped by it is reported as a timeout.
-    memory_mb: address-space limit (RLIMIT_AS) in MiB.
+    memory_mb: address-space limit (RLIMIT_AS) in MiB, of the program's process and of the
+      tests' process each.
     max_processes: processes and threads of the run's uid (RLIMIT_NPROC; only with a sandbox uid).
     max_file_mb: the largest file the program may write (RLIMIT_FSIZE), in MiB.
     max_open_files: RLIMIT_NOFILE.

@@ -9,6 +9,7 @@ alone must hold).
 
 import concurrent.futures
 import json
+import marshal
 import subprocess
 
 import numpy as np
@@ -86,8 +87,8 @@ ATTACKS = {
     "str_subclass_eq_hash": ("str", "    class Str(str):\n        __eq__ = lambda s, o: True\n"
                                     "        __ne__ = lambda s, o: False\n"
                                     "        __hash__ = lambda self: 0\n    return Str('')\n"),
-    "int_subclass_bool_flips": ("bool", "    return Flip(0)\n\n\nclass Flip(int):\n    calls = []\n\n"
-                                        "    def __bool__(self):\n"
+    "int_subclass_bool_flips": ("bool", "    return Flip(0)\n\n\nclass Flip(int):\n"
+                                        "    calls = []\n\n    def __bool__(self):\n"
                                         "        self.calls.append(1)\n"
                                         "        return len(self.calls) % 2 == 1\n"),
     "nan": ("not_greater", "    return float('nan')\n"),
@@ -101,11 +102,12 @@ ATTACKS = {
     "os_exit_in_call": ("eq", "    import os\n    os._exit(0)\n"),
     # Tampering with what the tests run on (a name is looked up before the call it wraps, so
     # these patch at load time).
-    "patch_builtins_abs": ("abs", "    return 0.0\n\n\nimport builtins\nbuiltins.abs = lambda x: 0.0\n"),
+    "patch_builtins_abs": ("abs", "    return 0.0\n\n\nimport builtins\n"
+                                  "builtins.abs = lambda x: 0.0\n"),
     "patch_builtins_round": ("round", "    return 0.0\n\n\nimport builtins\n"
                                       "builtins.round = lambda *args: 3.14\n"),
-    "patch_isinstance_len": ("list", ALWAYS_EQUAL + "    return AlwaysEqual()\n\n\nimport builtins\n"
-                                     "builtins.isinstance = lambda *args: True\n"
+    "patch_isinstance_len": ("list", ALWAYS_EQUAL + "    return AlwaysEqual()\n\n\n"
+                                     "import builtins\nbuiltins.isinstance = lambda *args: True\n"
                                      "builtins.len = lambda x: 3\n"),
     "patch_math_isclose": ("isclose", "    return 0.0\n\n\nimport math\n"
                                       "math.isclose = lambda *args, **kwargs: True\n"),
@@ -113,14 +115,15 @@ ATTACKS = {
     # Reads the expected value off the caller's bytecode: the first constant after the call.
     "peek_expected_value": ("eq", "    import dis, sys\n    frame = sys._getframe(1)\n"
                                   "    for op in dis.get_instructions(frame.f_code):\n"
-                                  "        if op.offset > frame.f_lasti and op.opname == 'LOAD_CONST':\n"
+                                  "        if (op.offset > frame.f_lasti\n"
+                                  "                and op.opname == 'LOAD_CONST'):\n"
                                   "            return op.argval\n"),
     # Traces the module code and swaps check's code for a no-op once it is defined.
     "settrace_swaps_check_code": ("eq", "    return 0\n\n\nimport sys\n\n"
                                         "def _swap(frame, event, arg):\n"
                                         "    check = frame.f_globals.get('check')\n"
                                         "    if check is not None:\n"
-                                        "        check.__code__ = (lambda candidate: None).__code__\n"
+                                        "        check.__code__ = (lambda c: None).__code__\n"
                                         "    return _swap\n\n"
                                         "sys.settrace(lambda frame, event, arg: None)\n"
                                         "sys._getframe().f_trace = _swap\n"),
@@ -251,6 +254,41 @@ def test_a_nan_is_refused_unless_allowed():
   program, test = ADD + "    return float('nan')\n", TASKS["not_greater"]["test"]
   assert sandbox.run(program, test, "add").reason == "failed"
   assert sandbox.run(program, test, "add", allow_nan=True).reason == "ok"
-  np.testing.assert_array_equal(  # The tests' own mention of NaN lets it through.
-      _scores(CodeExecution(timeout_s=5.0), [("nan", TASKS["nan"], HONEST["nan_the_tests_expect"][1])]),
-      [1.0])
+  expects_nan = [("nan", TASKS["nan"], HONEST["nan_the_tests_expect"][1])]
+  # The tests' own mention of NaN lets it through.
+  np.testing.assert_array_equal(_scores(CodeExecution(timeout_s=5.0), expects_nan), [1.0])
+
+
+# Writes one forged reply frame to every descriptor it may hold (the reply pipe among them).
+FORGE = """import marshal, os
+def add(a, b):
+    frame = {frame}
+    for fd in range(3, 32):
+        try:
+            os.write(fd, frame)
+        except OSError:
+            pass
+    os._exit(0)
+"""
+
+
+def _frame(message) -> str:
+  data = marshal.dumps(message)
+  return repr(len(data).to_bytes(8, "big") + data)
+
+
+@pytest.mark.parametrize("frame, reason", [
+    ("marshal.dumps(('return', (lambda: 5).__code__))", None),
+    (_frame(("return", (lambda: 5).__code__)), "the reply holds a code"),
+    (_frame(("return", {float("nan"): 5})), "the reply holds a NaN"),
+    (_frame(("raise", "SystemExit", (0,))), "the entry point raised SystemExit"),
+    (_frame(("return", 5, "extra")), "a malformed reply"),
+    (repr((1 << 40).to_bytes(8, "big")), "a malformed reply (ValueError: a message of"),
+    (repr(b"\x00" * 7 + b"\x03abc"), "a malformed reply (EOFError: marshal data too short"),
+], ids=["not_a_frame", "code_object", "nan_key", "system_exit", "extra_field", "oversized",
+        "garbage"])
+def test_forged_replies_fail_the_run(frame, reason):
+  result = sandbox_lib.Sandbox(sandbox_lib.SandboxLimits(timeout_s=5.0)).run(
+      FORGE.format(frame=frame), TASKS["eq"]["test"], "add")
+  assert result.reason == "failed"
+  assert "sandbox: the run fails: " + (reason or "") in result.stderr, result.stderr

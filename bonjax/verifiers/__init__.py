@@ -3,6 +3,7 @@
     from bonjax import verifiers
     verifier = verifiers.get("math_answer")
     scores = verifier.score(prompts, completions, metadata)   # np.float32 [B, M]
+    verifiers.check_scores(scores, "math_answer")   # ValueError naming any NaN/inf (i, j)
 
 ``verifiers.names()`` lists what ``get`` accepts. The constructors are plain classes with keyword
 arguments, so the gin registry can register the same callables.
@@ -14,11 +15,12 @@ from typing import Any, Callable
 
 from bonjax.verifiers.answer_match import AnswerMatch
 from bonjax.verifiers.base import (MissingMetadataError, Verifier, VerifierProtocol,
-                                   validate_inputs)
+                                   check_scores, validate_inputs)
 from bonjax.verifiers.code_execution import CodeExecution
 from bonjax.verifiers.learned import LearnedVerifier
 from bonjax.verifiers.math_answer import MathAnswer
 from bonjax.verifiers.noisy import Noisy
+from bonjax.verifiers.pools import WorkerPool
 from bonjax.verifiers.sandbox import RunResult, Sandbox, SandboxLimits
 
 REGISTRY: dict[str, Callable[..., VerifierProtocol]] = {
@@ -54,4 +56,4 @@ def get(name: str, **kwargs: Any) -> VerifierProtocol:
 
 __all__ = ["AnswerMatch", "CodeExecution", "LearnedVerifier", "MathAnswer", "MissingMetadataError", "Noisy",
            "REGISTRY", "RunResult", "Sandbox", "SandboxLimits", "UnknownVerifierError", "Verifier",
-           "VerifierProtocol", "get", "names", "validate_inputs"]
+           "VerifierProtocol", "WorkerPool", "check_scores", "get", "names", "validate_inputs"]

@@ -110,3 +110,22 @@ def validate_inputs(prompts: Sequence[str], completions: Sequence[Sequence[str]]
       raise MissingMetadataError(f"metadata[{i}] has no {missing[0]!r} key; {verifier} needs: "
                      f"{', '.join(required_keys)}")
   return num_samples or 0
+
+
+def check_scores(scores: np.ndarray, name: str, max_listed: int = 8) -> np.ndarray:
+  """Returns ``scores`` ([B, M]) when every entry is finite; else raises one clear error.
+
+  Raises:
+    ValueError: naming the verifier ``name`` and the (prompt, sample) indices of the NaN and
+      infinite scores (the first ``max_listed`` of them, and how many there are).
+  """
+  scores = np.asarray(scores)
+  if scores.ndim != 2:
+    raise ValueError(f"{name}: scores must be [prompts, samples], got shape {scores.shape}")
+  bad = np.argwhere(~np.isfinite(scores))
+  if len(bad):
+    listed = ", ".join(f"({i}, {j}): {scores[i, j]}" for i, j in bad[:max_listed].tolist())
+    more = f" and {len(bad) - max_listed} more" if len(bad) > max_listed else ""
+    raise ValueError(f"{name} returned {len(bad)} non-finite score(s) of {scores.size}, at "
+                     f"(prompt, sample) {listed}{more}")
+  return scores

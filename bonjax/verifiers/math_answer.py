@@ -4,14 +4,13 @@ math-verify guards its sympy work with ``signal.alarm`` timeouts, which exist on
 main thread (elsewhere it raises ValueError). So: in the main thread its timeouts are used; in
 another thread they are switched off (sympy could then run long); with ``num_workers > 0`` the
 comparisons run in a pool of spawned processes, each calling math-verify in its own main thread,
-which keeps the timeouts and the parallelism.
+which keeps the timeouts and the parallelism. The pool is started by the first ``score`` call and
+reused by the later ones (see ``pools.py``: each worker's start imports sympy, seconds).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-import multiprocessing
 import re
 import threading
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 
 from bonjax.verifiers import answers
 from bonjax.verifiers.base import Verifier
+from bonjax.verifiers.pools import ClosingContext, WorkerPool
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
@@ -65,7 +65,7 @@ def is_equivalent(reference: str, completion: str, timeout_s: int | None = 5) ->
     return False
 
 
-class MathAnswer(Verifier):
+class MathAnswer(ClosingContext, Verifier):
   """Scores 1.0 when the completion's final answer is equivalent to ``metadata['answer']``.
 
   The final answer is the last ``\\boxed{}`` (nested braces allowed), else what follows "The answer
@@ -74,7 +74,8 @@ class MathAnswer(Verifier):
 
   Args:
     timeout_s: seconds math-verify may spend on one parse or comparison (main thread or workers).
-    num_workers: 0 compares in this process; N > 0 uses a pool of N spawned processes.
+    num_workers: 0 compares in this process; N > 0 uses a pool of N spawned processes, kept
+      until ``close()`` (or ``with MathAnswer(...) as verifier:``).
   """
 
   name = "math_answer"
@@ -88,6 +89,12 @@ class MathAnswer(Verifier):
       raise ValueError(f"math_answer: num_workers must be >= 0, got {num_workers}")
     self.timeout_s = timeout_s
     self.num_workers = num_workers
+    self._pool = WorkerPool(num_workers, "process") if num_workers else None
+
+  def close(self) -> None:
+    """Stops the worker processes (a later ``score`` starts new ones)."""
+    if self._pool is not None:
+      self._pool.close()
 
   def score_one(self, prompt: str, completion: str, metadata: dict[str, Any]) -> float:
     return float(is_equivalent(metadata["answer"], completion, self.timeout_s))
@@ -98,8 +105,6 @@ class MathAnswer(Verifier):
     pairs = [(str(m["answer"]), c) for cs, m in zip(completions, metadata) for c in cs]
     if not pairs:
       return np.zeros((len(prompts), 0), np.float32)
-    context = multiprocessing.get_context("spawn")  # Never fork a parent that may hold jax.
-    with concurrent.futures.ProcessPoolExecutor(self.num_workers, mp_context=context) as pool:
-      flat = list(pool.map(is_equivalent, *zip(*pairs), [self.timeout_s] * len(pairs),
-                           chunksize=max(1, len(pairs) // (4 * self.num_workers))))
+    flat = self._pool.map(is_equivalent, *zip(*pairs), [self.timeout_s] * len(pairs),
+                          chunksize=max(1, len(pairs) // (4 * self.num_workers)))
     return np.array(flat, np.float32).reshape(len(prompts), -1)

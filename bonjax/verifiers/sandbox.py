@@ -10,9 +10,11 @@ The layers, outermost first (each holds on its own if another is missing):
 * resource limits set by the child harness before the program runs (CPU seconds, address space,
   processes, file size, open files, no core dumps), a wall-clock deadline enforced from here, and a
   cap on captured output (a run writing more is killed);
-* the child harness (``_sandbox_child.py``): an audit hook against introspection, sockets,
-  subprocesses and file access outside the run's temp dir, and a per-run secret token proving that
-  the tests ran to the end.
+* the child harness (``_sandbox_child.py``): the program and the tests in two processes that
+  share no memory, with only plain data (no objects of the program's) passing from one to the
+  other; an audit hook in the program's process against introspection, sockets, subprocesses and
+  file access outside the run's temp dir; and a per-run secret token, known only to the tests'
+  process, proving that the tests ran to the end.
 
 After every run all processes of the run's uid (or session) are killed and its temp dir removed.
 """
@@ -26,6 +28,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import secrets
 import selectors
 import shutil
@@ -37,8 +40,9 @@ import tempfile
 import threading
 import time
 
-_CHILD_SOURCE = (pathlib.Path(__file__).with_name("_sandbox_child.py").read_text("utf-8")
-                 + "\nmain()\n")
+# The harness: the audit hook's file, then the child's, which uses it (see _sandbox_child.py).
+_CHILD_SOURCE = "\n".join(pathlib.Path(__file__).with_name(name).read_text("utf-8")
+                          for name in ("_sandbox_audit.py", "_sandbox_child.py")) + "\nmain()\n"
 _MINIMAL_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
                 "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"}
 # Sandbox uids are claimed with a lock file each, so that runs in several processes on one host
@@ -46,6 +50,8 @@ _MINIMAL_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0
 _LOCK_DIR = pathlib.Path(tempfile.gettempdir()) / "bonjax-sandbox-uids"
 _LAUNCH_FAILED = 3  # The harness's exit status when it could not start (see _sandbox_child.py).
 _LAUNCH_ATTEMPTS = 3
+# Tests that mention NaN may expect it as a return value; otherwise a NaN fails the run.
+_MENTIONS_NAN = re.compile(r"\bnan\b|isnan", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +65,8 @@ class SandboxLimits:
       counted in ``timeout_s``: on a loaded machine starting Python can take seconds).
     cpu_s: CPU seconds (RLIMIT_CPU, which also counts the interpreter's start); defaults to
       ``ceil(timeout_s) + 1``. A run stopped by it is reported as a timeout.
-    memory_mb: address-space limit (RLIMIT_AS) in MiB.
+    memory_mb: address-space limit (RLIMIT_AS) in MiB, of the program's process and of the
+      tests' process each.
     max_processes: processes and threads of the run's uid (RLIMIT_NPROC; only with a sandbox uid).
     max_file_mb: the largest file the program may write (RLIMIT_FSIZE), in MiB.
     max_open_files: RLIMIT_NOFILE.
@@ -248,27 +255,44 @@ class Sandbox:
     self.isolate_user = isolate_user
     self.isolate_network = isolate_network
     self.audit = audit
+    self.first_uid, self.num_uids = first_uid, num_uids
     self._unshare = unshare
     self._uids = _uid_pool(first_uid, num_uids) if isolate_user else None
 
+  def __getstate__(self) -> dict:
+    return {key: value for key, value in self.__dict__.items() if key != "_uids"}
+
+  def __setstate__(self, state: dict) -> None:
+    # The uid pool is per process (its locks guard this process's runs): join this one's.
+    self.__dict__.update(state)
+    self._uids = _uid_pool(self.first_uid, self.num_uids) if self.isolate_user else None
+
   def run(self, program: str, test: str, entry_point: str, *, num_asserts: int = 1,
-          partial: bool = False) -> RunResult:
-    """Runs ``program``, then ``test``, then ``check(<entry_point>)``; never raises for the program.
+          partial: bool = False, prompt: str = "", allow_nan: bool | None = None) -> RunResult:
+    """Runs ``program``, then ``check(<entry_point>)`` of ``test``; never raises for the program.
 
     ``test`` is the (possibly assert-rewritten, see ``asserts.py``) test code; ``num_asserts`` the
-    number of asserts it records in partial mode. A run whose harness could not start (the
-    machine's fault, not the program's) is tried again, up to ``_LAUNCH_ATTEMPTS`` times.
+    number of asserts it records in partial mode. The tests run in a process of their own, in a
+    namespace that holds what the trusted ``prompt`` defines (when it compiles on its own: the
+    helpers that HumanEval tests call) and what ``test`` defines, never the program's names; the
+    entry point is a proxy to the program's function (see ``_sandbox_child.py``). ``allow_nan``:
+    whether a NaN may be returned; None: when ``test`` mentions NaN. A run whose harness could
+    not start (the machine's fault, not the program's) is tried again, up to
+    ``_LAUNCH_ATTEMPTS`` times.
     """
+    if allow_nan is None:
+      allow_nan = bool(_MENTIONS_NAN.search(test))
     for attempt in range(_LAUNCH_ATTEMPTS):
       if attempt:
         time.sleep(0.1 * attempt)
-      result = self._run_once(program, test, entry_point, num_asserts, partial)
+      result = self._run_once(program, test, entry_point, num_asserts, partial, prompt,
+                              allow_nan)
       if result.reason != "launch_error":
         break
     return result
 
   def _run_once(self, program: str, test: str, entry_point: str, num_asserts: int,
-                partial: bool) -> RunResult:
+                partial: bool, prompt: str, allow_nan: bool) -> RunResult:
     uid = self._uids.acquire() if self._uids else None
     workdir = tempfile.mkdtemp(prefix="bonjax-sandbox-")
     read_fd, write_fd = os.pipe()
@@ -276,8 +300,8 @@ class Sandbox:
     try:
       token = secrets.token_hex(16)
       payload = {"token": token, "result_fd": write_fd, "program": program, "test": test,
-                 "entry_point": entry_point, "num_asserts": num_asserts, "partial": partial,
-                 "audit": self.audit}
+                 "prompt": prompt, "entry_point": entry_point, "num_asserts": num_asserts,
+                 "partial": partial, "allow_nan": allow_nan, "audit": self.audit}
       payload_path = os.path.join(workdir, "payload.json")
       with open(os.open(payload_path, os.O_CREAT | os.O_WRONLY, 0o600), "w") as f:
         json.dump(payload, f)

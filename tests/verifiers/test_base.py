@@ -49,3 +49,16 @@ def test_registry():
   with pytest.raises(KeyError, match="unknown verifier 'lerned'; valid names: answer_match, "
                                      "code_execution, learned, math_answer, noisy"):
     verifiers.get("lerned")
+
+
+def test_check_scores_names_the_verifier_and_the_bad_entries():
+  scores = np.zeros((3, 4), np.float32)
+  assert verifiers.check_scores(scores, "length") is scores
+  scores[1, 2], scores[2, 0] = np.nan, -np.inf
+  with pytest.raises(ValueError, match=r"^length returned 2 non-finite score\(s\) of 12, at "
+                                       r"\(prompt, sample\) \(1, 2\): nan, \(2, 0\): -inf$"):
+    verifiers.check_scores(scores, "length")
+  with pytest.raises(ValueError, match=r"\(0, 1\): nan and 10 more$"):
+    verifiers.check_scores(np.full((3, 4), np.nan), "learned", max_listed=2)
+  with pytest.raises(ValueError, match=r"scores must be \[prompts, samples\], got shape \(4,\)"):
+    verifiers.check_scores(np.zeros(4), "length")

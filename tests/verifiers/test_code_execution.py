@@ -98,21 +98,31 @@ HOSTILE = {
     "atexit_exit": "    import atexit, os\n    atexit.register(os._exit, 0)\n    return 0\n",
 }
 
-# Tries every route to the harness's frames; if one works, writes any token-like string to
-# every descriptor and exits 0.
-STEAL_TOKEN = """    import gc, inspect, os, re, signal, sys, threading
-    found = set()
-    def harvest(frame):
+# Tries every route to the frames and objects of its process, collects every token-like string it
+# can see, prints which routes worked and how many tokens it found, writes the tokens to every
+# descriptor and exits 0.
+STEAL_TOKEN = """    import gc, inspect, os, re, signal, sys, time
+    found, routes = set(), set()
+    def harvest(route, values):
+        routes.add(route)
+        for value in values:
+            if isinstance(value, str) and re.fullmatch('[0-9a-f]{32}', value):
+                found.add(value)
+    def walk(route, frame):
         while frame is not None:
-            for value in list(frame.f_locals.values()):
-                if isinstance(value, str) and re.fullmatch('[0-9a-f]{32}', value):
-                    found.add(value)
+            harvest(route, list(frame.f_locals.values()) + list(frame.f_globals.values()))
             frame = frame.f_back
-    for attempt in (lambda: harvest(sys._getframe()), lambda: harvest(inspect.currentframe()),
-                    lambda: [harvest(f) for f in sys._current_frames().values()],
-                    lambda: found.update(o for o in gc.get_objects() if isinstance(o, str)),
-                    lambda: sys.settrace(lambda f, *a: harvest(f)),
-                    lambda: harvest(sys.exc_info()[2].tb_frame)):
+    def scan_objects():
+        for o in gc.get_objects():
+            if isinstance(o, dict):
+                harvest('gc', list(o.values()))
+            elif isinstance(o, (list, tuple, set, frozenset)):
+                harvest('gc', list(o))
+    for attempt in (lambda: walk('getframe', sys._getframe()),
+                    lambda: walk('inspect', inspect.currentframe()),
+                    lambda: [walk('threads', f) for f in sys._current_frames().values()],
+                    scan_objects,
+                    lambda: sys.settrace(lambda f, *a: walk('trace', f))):
         try:
             attempt()
         except Exception:
@@ -121,16 +131,16 @@ STEAL_TOKEN = """    import gc, inspect, os, re, signal, sys, threading
         raise ValueError
     except ValueError as e:
         try:
-            harvest(e.__traceback__.tb_frame)
+            walk('traceback', e.__traceback__.tb_frame)
         except Exception:
             pass
     try:
-        signal.signal(signal.SIGALRM, lambda s, f: harvest(f))
+        signal.signal(signal.SIGALRM, lambda s, f: walk('signal', f))
         signal.setitimer(signal.ITIMER_REAL, 0.05)
-        import time
         time.sleep(0.2)
-    except ValueError:  # The harness runs programs outside the main thread.
+    except ValueError:
         pass
+    os.write(1, ('routes=%s tokens=%d\\n' % (','.join(sorted(routes)), len(found))).encode())
     for token in found:
         for fd in range(3, 64):
             try:
@@ -141,11 +151,18 @@ STEAL_TOKEN = """    import gc, inspect, os, re, signal, sys, threading
 """
 
 
-def test_the_audit_hook_keeps_the_token_from_the_program():
-  """The thief works when the hook is off (so this test can fail) and not when it is on."""
+def test_the_token_never_reaches_the_programs_process():
+  """With the hook off the thief sees all of its process's frames and objects (so a token there
+  would be found, and this test can fail) and still finds none; with it on, it sees no objects."""
   with_hook, without_hook = (CodeExecution(timeout_s=3.0, audit=audit).run_one(STEAL_TOKEN, ADD)
                              for audit in (True, False))
-  assert (with_hook.reason, without_hook.reason) == ("failed", "ok")
+  assert (with_hook.reason, without_hook.reason) == ("failed", "failed")
+  hooked, unhooked = (dict(field.split("=") for field in result.stdout.split())
+                      for result in (with_hook, without_hook))
+  assert hooked["tokens"] == unhooked["tokens"] == "0"
+  assert {"gc", "getframe", "traceback"} <= set(unhooked["routes"].split(","))
+  # Only a signal handler, handed its frame, gets past the hook: those frames hold no secret.
+  assert hooked["routes"] == "signal"
 
 
 @pytest.mark.parametrize("audit", [True, False] if IS_ROOT else [True],

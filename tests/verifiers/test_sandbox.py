@@ -124,3 +124,18 @@ def test_a_uid_still_owning_processes_is_handed_out_only_when_no_clean_one_is_fr
   assert pool.acquire() == 61200  # The only one left.
   pool.release(clean)
   pool.release(61200)
+
+
+def test_the_programs_process_holds_nothing_of_the_tests():
+  """The tests' source (and so their expected values) never reaches the program's process: with
+  the audit hook off it scans every object it can reach for a marker that only the tests hold."""
+  program = ("import gc, os, sys\ndef f():\n"
+             "    marker = '-'.join(['TESTS', 'ONLY', 'MARKER'])  # Not a folded constant.\n"
+             "    seen = [o for o in gc.get_objects() if isinstance(o, (tuple, list, dict))]\n"
+             "    texts = [v for o in seen for v in (o.values() if isinstance(o, dict) else o)\n"
+             "             if isinstance(v, str)]\n"
+             "    return (os.listdir('.'), sum(marker in t for t in texts), len(texts) > 1000)\n")
+  test = "def check(candidate):\n    assert candidate() == ([], 0, True), 'TESTS-ONLY-MARKER'\n"
+  no_audit = sandbox_lib.Sandbox(sandbox_lib.SandboxLimits(timeout_s=5.0), audit=False)
+  result = no_audit.run(program, test, "f")
+  assert result.reason == "ok", result.stderr

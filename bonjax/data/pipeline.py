@@ -138,7 +138,7 @@ def prompt_batches(
   """Batches of prompts to sample from (BoN training, evaluation).
 
   Each batch holds this process's ``b = batch_size / process_count`` rows:
-  ``prompts`` int32 ``[b, max_prompt_len]`` (BOS first, right-padded, as ``MODEL_API`` prefill
+  ``prompts`` int32 ``[b, max_prompt_len]`` (BOS first, right-padded, as ``sampling.generate``
   takes them), ``prompt_lengths`` int32 ``[b]``, ``valid`` bool ``[b]`` (False on rows that pad
   the last batch when ``drop_remainder=False``; they repeat a real example), ``index`` int64
   ``[b]`` (the source index) and ``metadata``: a list of ``b`` decoded example dicts for the

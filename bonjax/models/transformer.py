@@ -52,7 +52,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-  """Decoder-only transformer. See MODEL_API.md (and `__call__`) for the calling convention.
+  """Decoder-only transformer; `__call__` documents the calling convention.
 
   Parameters: {'embedder': {'embedding': [V, D]},
                'layer_{i}': {'pre_attention_norm', 'attn': {'q', 'k', 'v', 'o'},

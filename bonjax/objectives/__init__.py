@@ -6,7 +6,7 @@ Imports only jax, numpy and the standard library, so other JAX code can import i
     w = bo.bon_rl_weights(scores, rewards, n=8)          # [batch, M] -> [batch, M]
     loss = bo.policy_gradient_loss(token_logprobs, token_mask, w)
 
-Formulas and their derivations: BON_MATH.md (cited by section in every docstring) and
+Formulas and their derivations: docs/bon_math.md (cited by section in every docstring) and
 docs/objectives.md.
 """
 

@@ -1,10 +1,10 @@
 """Tie-aware order statistics and binomial ratios shared by weights and metrics (private).
 
-Both use the observation of BON_MATH §4-§5.2 that breaking score ties uniformly at random is the same
-as averaging over a uniformly random strict order of each tie group. A sample whose tie group holds
-`g` samples, with `L` valid samples strictly below it and `U = L + g` at or below it, then has its
-rank uniform on `L+1..U`, and hockey-stick sums turn the expected binomial weight of that rank into
-differences of one binomial table: `E[C(rank-1, k-1)] = (C(U, k) - C(L, k)) / g`.
+Both use the observation of docs/bon_math.md §4-§5.2 that breaking score ties uniformly at random
+is the same as averaging over a uniformly random strict order of each tie group. A sample whose tie
+group holds `g` samples, with `L` valid samples strictly below it and `U = L + g` at or below it,
+then has its rank uniform on `L+1..U`, and hockey-stick sums turn the expected binomial weight of
+that rank into differences of one binomial table: `E[C(rank-1, k-1)] = (C(U, k) - C(L, k)) / g`.
 
 Only the counts L need an O(M^2) comparison (one matmul); the rest is O(M) bucket sums by rank
 (see `Ranks`). On CPU this beats a sort of M = 64..256 elements by a wide margin.

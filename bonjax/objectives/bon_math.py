@@ -1,4 +1,4 @@
-"""The Best-of-N policy and its variational relaxation (BON_MATH §2-§3)."""
+"""The Best-of-N policy and its variational relaxation (docs/bon_math.md §2-§3)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _geometric_sum(a: Array, b: Array, n: int) -> Array:
 
 @functools.partial(jax.jit, static_argnames=('n',))
 def bon_probs(probs: Array, scores: Array, n: int, *, mask: Optional[Array] = None) -> Array:
-  """The exact Best-of-n distribution of a categorical policy (BON_MATH §2).
+  """The exact Best-of-n distribution of a categorical policy (docs/bon_math.md §2).
 
   BoN draws n samples from pi and returns the verifier's argmax, ties broken uniformly:
 
@@ -61,7 +61,7 @@ def bon_probs(probs: Array, scores: Array, n: int, *, mask: Optional[Array] = No
 
 
 def _uniform_tilt_kl(lam: Array) -> Array:
-  """KL(pi_lam || Uniform[0, 1]) for the density ∝ exp(lam u) on [0, 1] (BON_MATH §3)."""
+  """KL(pi_lam || Uniform[0, 1]) for the density ∝ exp(lam u) on [0, 1] (docs/bon_math.md §3)."""
   small = jnp.abs(lam) < 1e-2
   safe = jnp.where(small, 1.0, lam)
   # E[u] = 1/(1 - e^-l) - 1/l;  log Z = l + log(1 - e^-l) - log l.
@@ -72,7 +72,7 @@ def _uniform_tilt_kl(lam: Array) -> Array:
 
 @jax.jit
 def lambda_n(n: Union[int, Array]) -> Array:
-  """The variational BoN temperature lam_N (BON_MATH §3; our choice, not the paper's).
+  """The variational BoN temperature lam_N (docs/bon_math.md §3; our choice, not the paper's).
 
   Solves KL(pi_lam || pi) = log N - (N - 1) / N for pi_lam ∝ pi exp(lam Q) with Q ~ Uniform[0, 1],
   i.e. the tilt whose KL matches the BoN bound of §2. lam_1 = 0, lam_2 = 2.289, lam_4 = 4.917,
@@ -101,7 +101,7 @@ def lambda_n(n: Union[int, Array]) -> Array:
 
 @jax.jit
 def win_rate(scores: Array, *, mask: Optional[Array] = None) -> Array:
-  """Empirical win rate Q of each sample against the other samples of its prompt (BON_MATH §1).
+  """Empirical win rate Q of each sample against the others of its prompt (docs/bon_math.md §1).
 
       Q_i = #{j != i valid : s_j <= s_i} / (m - 1)
 

@@ -1,4 +1,4 @@
-"""Surrogate losses whose gradients are the BoN objectives' gradient estimates (BON_MATH §5).
+"""Surrogate losses whose gradients are BoN objectives' gradient estimates (docs/bon_math.md §5).
 
 All losses are scalars to minimize, averaged over prompts. Per-sample weights and every other
 estimated coefficient enter through `jax.lax.stop_gradient`; only log-probabilities carry gradient.
@@ -36,7 +36,7 @@ def policy_gradient_loss(token_logprobs: Array, token_mask: Array, weights: Arra
                          reduce: str = "sequence", old_logprobs: Optional[Array] = None,
                          clip_eps: Optional[float] = None, ref_logprobs: Optional[Array] = None,
                          kl_coef: float = 0.0) -> Array:
-  """Policy-gradient surrogate for per-sample weights (BON_MATH §5).
+  """Policy-gradient surrogate for per-sample weights (docs/bon_math.md §5).
 
       loss = -mean_prompts sum_i stop_gradient(w_i) sum_t mask_it log pi(y_it)
 
@@ -108,7 +108,7 @@ def policy_gradient_loss(token_logprobs: Array, token_mask: Array, weights: Arra
 
 @functools.partial(jax.jit, static_argnames=('reduce',))
 def sft_loss(token_logprobs: Array, token_mask: Array, *, reduce: str = "sequence") -> Array:
-  """Supervised fine-tuning: -log pi(y* | x) = -sum_t log pi(y*_t | ...) (BON_MATH §5.1).
+  """Supervised fine-tuning: -log pi(y* | x) = -sum_t log pi(y*_t | ...) (docs/bon_math.md §5.1).
 
   Args:
     token_logprobs: `[batch, L]` log pi of each target token.
@@ -130,7 +130,7 @@ def sft_loss(token_logprobs: Array, token_mask: Array, *, reduce: str = "sequenc
 def bon_sft_loss(expert_logprob: Array, sample_logprobs: Array, expert_score: Array,
                  sample_scores: Array, n: int, form: str = "variational",
                  lam: Optional[float] = None, *, mask: Optional[Array] = None) -> Array:
-  """BoN-SFT: imitate expert data y* under the Best-of-n policy (BON_MATH §5.4).
+  """BoN-SFT: imitate expert data y* under the Best-of-n policy (docs/bon_math.md §5.4).
 
   The M on-policy samples y_j (log-probs `sample_logprobs`, scores s_j) estimate the policy-dependent
   parts; coefficients are plug-in estimates, so both forms are consistent, not unbiased.
@@ -156,7 +156,7 @@ def bon_sft_loss(expert_logprob: Array, sample_logprobs: Array, expert_score: Ar
     sample_scores: `[batch, M]` verifier scores of the samples.
     n: static BoN size >= 1.
     form: 'variational' or 'exact'.
-    lam: the variational temperature; default `lambda_n(n)` (BON_MATH §3).
+    lam: the variational temperature; default `lambda_n(n)` (docs/bon_math.md §3).
     mask: optional `[batch, M]` bool for padded samples.
 
   Returns:
@@ -207,7 +207,7 @@ def bon_sft_loss(expert_logprob: Array, sample_logprobs: Array, expert_score: Ar
 
 @functools.partial(jax.jit, static_argnames=('n',))
 def dco_loss(seq_logprob: Array, n: int) -> Array:
-  """DCO (Chen et al. 2025): pass@n-aware SFT that stops pushing confident targets (BON_MATH §5.5).
+  """DCO (Chen et al. 2025): pass@n-aware SFT that limits confidence (docs/bon_math.md §5.5).
 
       loss = -log(1 - (1 - p)^n),   p = pi(y* | x) = exp(seq_logprob)
 

@@ -1,4 +1,4 @@
-"""Unbiased k-sample metrics from M >= k samples per prompt (BON_MATH §4).
+"""Unbiased k-sample metrics from M >= k samples per prompt (docs/bon_math.md §4).
 
 Each metric is the average over all C(m, k) k-subsets of the m valid samples of a prompt, evaluated in
 closed form. `k` is a static int (returns `[batch]`) or a sequence of ints (returns `[batch, len(k)]`).
@@ -45,7 +45,7 @@ def _jit_with_static_k(fn):
 
 @_jit_with_static_k
 def pass_at_k(correct: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
-  """pass@k (Chen et al. 2021): P(at least one of k samples is correct), unbiased (BON_MATH §4).
+  """pass@k (Chen et al. 2021): P(any of k samples is correct), unbiased (docs/bon_math.md §4).
 
       pass@k = 1 - C(m - c, k) / C(m, k),    c = number of correct valid samples
 
@@ -75,7 +75,7 @@ def pass_at_k(correct: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
 
 @_jit_with_static_k
 def bon_at_k(scores: Array, rewards: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
-  """BoN@k: expected reward of the verifier's pick among k samples, unbiased (BON_MATH §4).
+  """BoN@k: expected reward of the verifier's pick among k samples, unbiased (docs/bon_math.md §4).
 
   Sorting by score, the sample of rank j is the pick of C(j-1, k-1) of the C(m, k) subsets. With ties
   broken uniformly a sample's rank is uniform over its tie group (L below it, g tied, U = L + g):
@@ -114,7 +114,7 @@ def bon_at_k(scores: Array, rewards: Array, k: Ks, *, mask: Optional[Array] = No
 
 @_jit_with_static_k
 def max_at_k(rewards: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
-  """max@k: expected best reward among k samples, unbiased; BoN@k with s = R (BON_MATH §4).
+  """max@k: expected best reward among k samples, unbiased; BoN@k with s = R (docs/bon_math.md §4).
 
   Args:
     rewards: `[batch, M]` rewards.
@@ -127,7 +127,7 @@ def max_at_k(rewards: Array, k: Ks, *, mask: Optional[Array] = None) -> Array:
 @_jit_with_static_k
 def majority_at_k(answer_ids: Array, correct: Array, k: Ks, *,
                   mask: Optional[Array] = None) -> Array:
-  """Majority-vote@k: P(the most frequent answer among k samples is correct), unbiased (§4).
+  """Majority-vote@k: P(the most frequent answer of k samples is correct) (docs/bon_math.md §4).
 
   Samples vote with their `answer_ids`; ties between answers are broken uniformly. An answer's
   correctness is the mean of `correct` over its samples (they normally agree). For answer class a with

@@ -1,8 +1,9 @@
-"""Per-sample policy-gradient weights for Best-of-N training (BON_MATH §5).
+"""Per-sample policy-gradient weights for Best-of-N training (docs/bon_math.md §5).
 
 Every function maps per-prompt groups `[batch, M]` to weights `w` `[batch, M]` on the scale convention
-of BON_MATH §5: for each prompt, `sum_i w_i grad log pi(y_i)` estimates the gradient of that prompt's
-objective (unbiased unless stated). Feed them to `policy_gradient_loss`, which stops their gradient.
+of docs/bon_math.md §5: for each prompt, `sum_i w_i grad log pi(y_i)` estimates the gradient of that
+prompt's objective (unbiased unless stated). Feed them to `policy_gradient_loss`, which stops their
+gradient.
 
 Masks: a masked sample gets weight 0 and the others are computed as if it had never been drawn, with M
 replaced by the row's valid count m. Rows with too few valid samples for the estimator get weight 0.
@@ -33,7 +34,7 @@ def _prepare(primary, primary_name: str, mask, **others):
 
 @jax.jit
 def rloo_weights(rewards: Array, *, mask: Optional[Array] = None) -> Array:
-  """REINFORCE with a leave-one-out baseline (RLOO; BON_MATH §5.1).
+  """REINFORCE with a leave-one-out baseline (RLOO; docs/bon_math.md §5.1).
 
       w_i = (R_i - mean_{j != i} R_j) / m
 
@@ -57,12 +58,12 @@ def rloo_weights(rewards: Array, *, mask: Optional[Array] = None) -> Array:
 @functools.partial(jax.jit, static_argnames=('scale_by_std', 'eps'))
 def grpo_weights(rewards: Array, scale_by_std: bool = True, *, eps: float = 1e-6,
                  mask: Optional[Array] = None) -> Array:
-  """GRPO-style group-normalized advantages, on the BON_MATH §5 scale.
+  """GRPO-style group-normalized advantages, on the docs/bon_math.md §5 scale.
 
       w_i = (R_i - mean_j R_j) / (std_j R_j + eps) / m      (std division only if scale_by_std)
 
   Not unbiased: the group mean includes R_i, which shrinks the RLOO gradient by (m - 1) / m, and the
-  std division rescales each prompt. Offered as a baseline (BON_MATH §5.1).
+  std division rescales each prompt. Offered as a baseline (docs/bon_math.md §5.1).
 
   Args:
     rewards: `[batch, M]` rewards.
@@ -85,7 +86,7 @@ def grpo_weights(rewards: Array, scale_by_std: bool = True, *, eps: float = 1e-6
 @functools.partial(jax.jit, static_argnames=('n', 'baseline'))
 def bon_rl_weights(scores: Array, rewards: Array, n: int, baseline: str = "loo", *,
                    mask: Optional[Array] = None) -> Array:
-  """Unbiased BoN-RL weights for the Best-of-n objective J_n (BON_MATH §5.2).
+  """Unbiased BoN-RL weights for the Best-of-n objective J_n (docs/bon_math.md §5.2).
 
   For a subset S of n samples let f(S) be the reward R of the verifier's argmax of S (ties: the mean R
   over the tied maxima, i.e. uniform tie-breaking). Then
@@ -156,15 +157,15 @@ def bon_rl_weights(scores: Array, rewards: Array, n: int, baseline: str = "loo",
 
 @functools.partial(jax.jit, static_argnames=('k',))
 def pkpo_weights(rewards: Array, k: int, *, mask: Optional[Array] = None) -> Array:
-  """PKPO (Walder & Karkhanis 2025) weights for max@k / pass@k with the "loo-1" baseline (§5.5).
+  """PKPO (Walder & Karkhanis 2025): max@k / pass@k, "loo-1" baseline (docs/bon_math.md §5.5).
 
   The unbiased gradient of max@k = E[max of k samples' rewards]: per k-subset S the credit is
   max_{j in S} R_j and the baseline of i is the max over S \\ {i} (a (k-1)-subset: "loo-1"),
 
       w_i = (1 / C(m, k)) * sum_{|S| = k, S ∋ i} [max_S R - max_{S \\ {i}} R],
 
-  which is `bon_rl_weights(rewards, rewards, k)` (BON_MATH §5.2 with s = R). Binary rewards give
-  pass@k, continuous ones max@k. With k = 1 it is RLOO. Anneal k during training if desired.
+  which is `bon_rl_weights(rewards, rewards, k)` (docs/bon_math.md §5.2 with s = R). Binary rewards
+  give pass@k, continuous ones max@k. With k = 1 it is RLOO. Anneal k during training if desired.
 
   Args:
     rewards: `[batch, M]` rewards (binary or continuous).
@@ -178,7 +179,7 @@ def pkpo_weights(rewards: Array, k: int, *, mask: Optional[Array] = None) -> Arr
 def bon_rlb_weights(correct: Array, n: int, variant: str = "exact", p_fail: Optional[Array] = None,
                     clip: Optional[float] = None, *, eps: float = 1e-6,
                     mask: Optional[Array] = None) -> Array:
-  """BoN-RLB / BoN-RLB(P): the paper's closed-form weights for binary rewards (BON_MATH §5.3).
+  """BoN-RLB / BoN-RLB(P): the paper's closed-form binary-reward weights (docs/bon_math.md §5.3).
 
   The weight sits on the BoN pick: with a binary oracle the pick of n samples is a correct one if there
   is one (uniform among them), else a uniform incorrect one, so it is distributed as pi_bon. With

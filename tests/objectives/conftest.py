@@ -1,7 +1,8 @@
 """Shared fixtures for the objectives tests: float64 mode and exact enumeration of sample tuples.
 
-Exactness tests (BON_MATH §7) take a categorical policy over K responses, enumerate all K^M tuples of
-M i.i.d. samples, and compare the expectation of an estimator with jax.grad of the exact objective.
+Exactness tests (docs/bon_math.md §7) take a categorical policy over K responses, enumerate all K^M
+tuples of M i.i.d. samples, and compare the expectation of an estimator with jax.grad of the exact
+objective.
 """
 
 import functools
@@ -61,7 +62,7 @@ def _bon_objective_grad(n: int):
 
 
 def exact_bon_gradient(logits, scores, rewards, n) -> np.ndarray:
-  """jax.grad of J_n(theta) = sum_y pi_bon(y) R(y) (BON_MATH §2), theta = logits."""
+  """jax.grad of J_n(theta) = sum_y pi_bon(y) R(y) (docs/bon_math.md §2), theta = logits."""
   dtype = jnp.asarray(np.zeros(1, np.float64)).dtype  # float64 under x64, else float32
   args = [jnp.asarray(np.asarray(a, np.float64), dtype) for a in (logits, scores, rewards)]
   return np.asarray(_bon_objective_grad(n)(*args))

@@ -12,7 +12,7 @@ from bonjax import objectives as bo
 
 
 def _brute_force_bon(probs, scores, n):
-  """pi_bon by enumerating all K^n draws and breaking ties uniformly (BON_MATH §2)."""
+  """pi_bon by enumerating all K^n draws and breaking ties uniformly (docs/bon_math.md §2)."""
   out = np.zeros(len(probs))
   for draw in itertools.product(range(len(probs)), repeat=n):
     weight = np.prod([probs[i] for i in draw])

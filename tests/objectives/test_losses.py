@@ -74,7 +74,7 @@ def _expected_bon_sft_gradient(logits, scores, star, n, num_samples, form, enum)
 
 
 def _exact_bon_sft_gradient(logits, scores, star, n, form):
-  if form == "exact":  # grad log pi_bon(y*) (BON_MATH §5.4)
+  if form == "exact":  # grad log pi_bon(y*) (docs/bon_math.md §5.4)
     objective = lambda t: jnp.log(bo.bon_probs(jax.nn.softmax(t), jnp.asarray(scores), n)[star])
   else:  # grad [log pi(y*) + lam Q(y*) - log E_pi exp(lam Q)], Q = F_le(r(.)) under pi
     lam = bo.lambda_n(n)
@@ -89,7 +89,7 @@ def _exact_bon_sft_gradient(logits, scores, star, n, form):
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["exact", "variational"])
 def test_bon_sft_bias_shrinks_with_m(form, x64, enum, star=1):
-  """Plug-in BoN-SFT is consistent, not unbiased (BON_MATH §5.4): the bias falls as M grows."""
+  """Plug-in BoN-SFT is consistent, not unbiased (docs/bon_math.md §5.4): bias falls as M grows."""
   logits, scores, n = np.array([0.2, -0.3, 0.1]), np.array([0.0, 1.0, 2.0]), 4
   exact = _exact_bon_sft_gradient(logits, scores, star, n, form)
   biases = [np.linalg.norm(_expected_bon_sft_gradient(logits, scores, star, n, m, form, enum)

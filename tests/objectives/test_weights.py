@@ -28,7 +28,7 @@ def _logits(num_responses, seed=0):
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("baseline", ["loo", "none"])
 def test_bon_rl_weights_are_unbiased_for_every_n(case, baseline, x64, enum):
-  """E[sum_i w_i grad log pi(y_i)] = grad J_n exactly (BON_MATH §5.2), for n = 1..M."""
+  """E[sum_i w_i grad log pi(y_i)] = grad J_n exactly (docs/bon_math.md §5.2), for n = 1..M."""
   num_responses, num_samples, scores, rewards = CASES[case]
   scores, rewards = np.asarray(scores, np.float64), np.asarray(rewards, np.float64)
   logits = _logits(num_responses)
@@ -44,7 +44,7 @@ def test_bon_rl_weights_are_unbiased_for_every_n(case, baseline, x64, enum):
 
 @pytest.mark.parametrize("case", ["binary_oracle", "continuous_oracle", "binary_verifier_ties"])
 def test_pkpo_and_rloo_are_unbiased(case, x64, enum):
-  """PKPO: grad of max@k (pass@k for binary R); RLOO: grad of E[R] (BON_MATH §5.1, §5.5)."""
+  """PKPO: grad of max@k (pass@k for binary R); RLOO: grad of E[R] (docs/bon_math.md §5.1, §5.5)."""
   num_responses, num_samples, _, rewards = CASES[case]
   rewards = np.asarray(rewards, np.float64)
   logits = _logits(num_responses, seed=1)

@@ -51,13 +51,9 @@ class Scorer:
     out = {}
     for name, scorer in (('verifier', self.verifier), ('reward', self.reward)):
       if scorer is not None:
-        values = np.asarray(scorer.score(prompts, completions, metadata), np.float32)
-        bad = np.argwhere(~np.isfinite(values))
-        if len(bad):
-          label = getattr(scorer, 'name', type(scorer).__name__)
-          raise ValueError(f'the {name} {label!r} returned non-finite scores (NaN or inf) for '
-                           f'{len(bad)} samples, e.g. [prompt, sample] {bad[:4].tolist()}')
-        out[name] = values
+        label = f'the {name} {getattr(scorer, "name", type(scorer).__name__)!r}'
+        out[name] = verifiers.check_scores(
+            np.asarray(scorer.score(prompts, completions, metadata), np.float32), label)
     scores = out.get('verifier', out.get('reward'))
     return scores, out.get('reward', scores), time.perf_counter() - start
 

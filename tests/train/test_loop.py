@@ -90,7 +90,8 @@ def test_configuration_errors_are_named_before_anything_is_written(tmp_path, tas
 
 
 def test_nan_scores_stop_the_run_naming_the_verifier(tmp_path, task):
-  with pytest.raises(ValueError, match="verifier 'scripted' returned non-finite scores"):
+  with pytest.raises(ValueError, match=r"verifier 'scripted' returned 16 non-finite score\(s\) "
+                                       r"of 16, at \(prompt, sample\) \(0, 0\): nan"):
     _run(tmp_path, task, method=train.PolicyGradient('rl_v'),
          rollout=train.Rollout(num_samples=2, max_new_tokens=4),
          verifier=helpers.Scripted(lambda p, c, m: float('nan')), num_steps=1)

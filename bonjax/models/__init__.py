@@ -5,16 +5,19 @@ from bonjax.models.cache import (cache_logical_axes, grow_cache, init_cache, rep
 from bonjax.models.config import PRESET_NAMES, TransformerConfig, get_config
 from bonjax.models.gemma_import import load_gemma_checkpoint
 from bonjax.models.hf_import import load_hf_checkpoint
-from bonjax.models.params import (abstract_params, init_params, param_shardings,
-                                  params_logical_axes)
+from bonjax.models.params import (TreeDiff, abstract_params, compare_trees, init_params,
+                                  param_shardings, params_logical_axes, path_name)
 from bonjax.models.transformer import Transformer, flops_per_token, param_count
 
 __all__ = [
     'PRESET_NAMES',
+    'TreeDiff',
     'abstract_params',
+    'compare_trees',
     'init_params',
     'param_shardings',
     'params_logical_axes',
+    'path_name',
     'Transformer',
     'TransformerConfig',
     'cache_logical_axes',

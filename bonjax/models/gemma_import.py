@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bonjax.models.config import TransformerConfig, get_config
-from bonjax.models.params import abstract_params
+from bonjax.models.params import abstract_params, compare_trees
 from bonjax.models.transformer import Transformer
 
 Params = dict[str, Any]
@@ -58,19 +58,11 @@ def expected_param_shapes(config: TransformerConfig) -> Params:
 
 def check_param_shapes(params: Params, config: TransformerConfig) -> None:
   """Raises CheckpointFormatError unless `params` has exactly the tree and shapes of `config`."""
-
-  def shapes(tree):
-    return {jax.tree_util.keystr(path): tuple(np.shape(leaf))
-            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-  expected, actual = shapes(expected_param_shapes(config)), shapes(params)
-  problems = []
-  if set(expected) - set(actual):
-    problems.append(f'missing {sorted(set(expected) - set(actual))}')
-  if set(actual) - set(expected):
-    problems.append(f'unexpected {sorted(set(actual) - set(expected))}')
-  problems += [f'{path} has shape {actual[path]}, the config needs {shape}'
-               for path, shape in expected.items() if actual.get(path, shape) != shape]
+  diff = compare_trees(expected_param_shapes(config), params)
+  problems = [f'missing {diff.missing}'] if diff.missing else []
+  problems += [f'unexpected {diff.unexpected}'] if diff.unexpected else []
+  problems += [f'{path} has shape {got}, the config needs {want}'
+               for path, want, got in diff.misshapen]
   if problems:
     raise CheckpointFormatError(
         'Converted parameters do not fit the model config: ' + '; '.join(problems))

@@ -4,6 +4,7 @@
     abstract_params(model)         -> the same tree of jax.ShapeDtypeStruct (nothing allocated)
     params_logical_axes(model)     -> the same tree of logical PartitionSpecs ('embed', 'heads', ...)
     param_shardings(model, mesh)   -> the same tree of NamedShardings, as `bonjax.sharding`'s rules say
+    compare_trees(expected, got)   -> missing, unexpected and misshapen parameters, by path
 
 `model` is anything flax-initializable from int32 tokens [B, L] (a `Transformer`, or a module that
 wraps one, such as the learned verifier's reward model, given `example_inputs`).
@@ -11,6 +12,7 @@ wraps one, such as the learned verifier's reward model, given `example_inputs`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,3 +63,45 @@ def param_shardings(model: nn.Module, mesh: Mesh,
   """
   boxed = jax.eval_shape(lambda: _boxed(model, jax.random.key(0), example_inputs))
   return sharding.logical_to_sharding(nn.get_partition_spec(boxed), mesh, rules, nn.unbox(boxed))
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeDiff:
+  """How a parameter tree differs from the one expected: '/'-joined paths, and both shapes."""
+
+  missing: list[str]
+  unexpected: list[str]
+  misshapen: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # (path, expected, actual)
+
+  def __bool__(self) -> bool:
+    return bool(self.missing or self.unexpected or self.misshapen)
+
+
+def path_name(path: tuple[Any, ...]) -> str:
+  """'/'-joined names of a pytree key path (dict keys, attributes, sequence indices)."""
+  parts = []
+  for key in path:
+    for attribute in ('key', 'name', 'idx'):
+      if hasattr(key, attribute):
+        parts.append(str(getattr(key, attribute)))
+        break
+    else:
+      parts.append(str(key))
+  return '/'.join(parts)
+
+
+def compare_trees(expected: PyTree, actual: PyTree) -> TreeDiff:
+  """The paths in one tree and not the other, and the leaves whose shapes differ.
+
+  Leaves are anything with a shape (arrays, ShapeDtypeStructs, orbax metadata); a leaf without
+  one is compared by path only.
+  """
+  def shapes(tree):
+    return {path_name(path): tuple(leaf.shape) if hasattr(leaf, 'shape') else None
+            for path, leaf in jax.tree_util.tree_flatten_with_path(nn.unbox(tree))[0]}
+
+  want, got = shapes(expected), shapes(actual)
+  return TreeDiff(
+      missing=sorted(set(want) - set(got)), unexpected=sorted(set(got) - set(want)),
+      misshapen=[(p, want[p], got[p]) for p in sorted(set(want) & set(got))
+                 if None not in (want[p], got[p]) and want[p] != got[p]])

@@ -31,6 +31,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from bonjax import models
+
 PyTree = Any
 
 ARRAY_ITEMS = ('params', 'opt_state')
@@ -41,29 +43,6 @@ _CONFIG_KEY = 'gin_config'
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint's arrays do not fit the tree they are restored into."""
-
-
-def _path_name(path: tuple[Any, ...]) -> str:
-  """'/'-joined names of a pytree key path, the same for dicts and namedtuples."""
-  parts = []
-  for key in path:
-    if isinstance(key, jax.tree_util.DictKey):
-      parts.append(str(key.key))
-    elif isinstance(key, jax.tree_util.GetAttrKey):
-      parts.append(key.name)
-    elif isinstance(key, jax.tree_util.SequenceKey):
-      parts.append(str(key.idx))
-    else:
-      parts.append(str(key))
-  return '/'.join(parts)
-
-
-def _shapes_by_path(tree: PyTree) -> dict[str, tuple[int, ...] | None]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {
-      _path_name(path): tuple(leaf.shape) if hasattr(leaf, 'shape') else None
-      for path, leaf in leaves
-  }
 
 
 def _as_abstract(tree: PyTree) -> PyTree:
@@ -88,22 +67,14 @@ def check_compatible(
     target: the tree to restore into (arrays or ShapeDtypeStructs).
     step: the checkpoint step, for the message.
   """
-  saved_shapes = _shapes_by_path(saved)
-  target_shapes = _shapes_by_path(target)
+  diff = models.compare_trees(target, saved)
   problems = []
-  missing = sorted(set(target_shapes) - set(saved_shapes))
-  unexpected = sorted(set(saved_shapes) - set(target_shapes))
-  if missing:
-    problems.append(f'in the target but not in the checkpoint: {missing}')
-  if unexpected:
-    problems.append(f'in the checkpoint but not in the target: {unexpected}')
-  for path in sorted(set(saved_shapes) & set(target_shapes)):
-    saved_shape, target_shape = saved_shapes[path], target_shapes[path]
-    if None not in (saved_shape, target_shape) and saved_shape != target_shape:
-      problems.append(
-          f'{path!r} has shape {saved_shape} in the checkpoint but'
-          f' {target_shape} in the target'
-      )
+  if diff.missing:
+    problems.append(f'in the target but not in the checkpoint: {diff.missing}')
+  if diff.unexpected:
+    problems.append(f'in the checkpoint but not in the target: {diff.unexpected}')
+  problems += [f'{path!r} has shape {saved_shape} in the checkpoint but {target_shape} in the '
+               f'target' for path, target_shape, saved_shape in diff.misshapen]
   if problems:
     where = f'step {step} ' if step is not None else ''
     raise CheckpointMismatchError(

@@ -110,18 +110,11 @@ def abstract_params(config: models.TransformerConfig) -> PyTree:
   return models.abstract_params(RewardModel(config), example_inputs=_EXAMPLE_INPUTS)
 
 
-def _shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in leaves}
-
-
 def check_params(params: PyTree, config: models.TransformerConfig) -> None:
   """Raises ValueError, naming the first mismatches, if `params` do not fit `config`."""
-  expected, got = _shapes(abstract_params(config)), _shapes(nn.unbox(params))
-  problems = [f'missing {k}' for k in sorted(set(expected) - set(got))]
-  problems += [f'unexpected {k}' for k in sorted(set(got) - set(expected))]
-  problems += [f'{k} has shape {got[k]}, expected {expected[k]}'
-               for k in sorted(set(got) & set(expected)) if got[k] != expected[k]]
+  diff = models.compare_trees(abstract_params(config), params)
+  problems = [f'missing {k}' for k in diff.missing] + [f'unexpected {k}' for k in diff.unexpected]
+  problems += [f'{k} has shape {got}, expected {want}' for k, want, got in diff.misshapen]
   if problems:
     raise ValueError(f'params do not fit the reward model config ({len(problems)} problems): '
                      + '; '.join(problems[:5]))

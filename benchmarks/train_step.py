@@ -1,0 +1,204 @@
+"""Training throughput: the policy-gradient step against a jnp.dot roofline, the share of the BoN
+weights in a step, and one whole RL iteration with a code verifier, all measured in one run.
+
+    PYTHONPATH=. python benchmarks/train_step.py
+    PYTHONPATH=. python benchmarks/train_step.py --sizes=small --repeats=3 --skip_tunix
+
+Work: 4 prompts of 16 tokens x M = 16 samples x 64 new tokens (rows of 79 tokens), float32.
+Models (random weights): small: 4 layers, d_model 256; large: 8 layers, d_model 512 (as in
+benchmarks/sampling.py). Reported:
+  1. step FLOP/s: `bonjax.train.make_train_step` with PolicyGradient('bon_rl_s', bon_n=4) on one
+     device; FLOPs = `models.flops_per_token` (forward + backward) x the tokens of the batch;
+     against the FLOP/s of the fastest 1024^3 jnp.dot of this run (target >= 60% at d >= 256).
+  2. BoN weights at M = 32: `objectives.bon_rl_weights` jitted alone, as a share of the step on
+     the same batch (target < 2%).
+  3. one RL iteration (rollout + update) with the sandboxed code verifier on 64 programs, the
+     rollout in 4 chunks whose verification overlaps the next chunk's decoding: the time split
+     into sampling / verifying / updating and the share of the iteration the device waits for
+     the host (target < 20%).
+  4. the same iteration against Tunix's GRPOLearner on the same model shape, weights and
+     workload, timed in its own venv by benchmarks/tunix_grpo.py (target bonjax >= 2x).
+Times are medians of --repeats runs after a warm-up (compile); ratios are within this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import sampling as sampling_bench
+from bonjax import data, models, objectives, sampling, sharding, verifiers
+from bonjax import train as train_lib
+
+NUM_PROMPTS, PROMPT_LEN, NUM_SAMPLES, NEW_TOKENS = 4, 16, 16, 64
+
+
+def config_of(size: str) -> models.TransformerConfig:
+  return sampling_bench.bonjax_config(size)
+
+
+def rollout_batch(config, num_samples=NUM_SAMPLES, seed=0) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  shape = (NUM_PROMPTS, num_samples)
+  return {'prompts': rng.integers(4, config.vocab_size, (NUM_PROMPTS, PROMPT_LEN), np.int32),
+          'prompt_lengths': np.full(NUM_PROMPTS, PROMPT_LEN, np.int32),
+          'tokens': rng.integers(4, config.vocab_size, shape + (NEW_TOKENS,), np.int32),
+          'lengths': np.full(shape, NEW_TOKENS, np.int32),
+          'logprobs': -rng.random(shape + (NEW_TOKENS,), np.float32),
+          'scores': rng.random(shape, np.float32),
+          'rewards': (rng.random(shape) > 0.5).astype(np.float32)}
+
+
+def make_step(config, method=None):
+  model = models.Transformer(config)
+  mesh = sharding.make_mesh('data:1', jax.devices()[:1])
+  tx = train_lib.optimizer('adam', 1e-5)
+  policy = train_lib.Policy(model, sampling.Temperature(1.0))
+  step = train_lib.make_train_step(policy, tx, method or train_lib.PolicyGradient('bon_rl_s',
+                                                                                  bon_n=4),
+                                   mesh=mesh)
+  state = train_lib.create_state(model, tx, jax.random.key(0), mesh)
+  return model, step, state
+
+
+def time_step(step, state, batch, repeats) -> tuple[float, object]:
+  holder = {'state': state}
+
+  def run():
+    holder['state'], metrics = step(holder['state'], batch)
+    jax.block_until_ready(metrics)
+
+  return sampling_bench.timed(run, repeats), holder['state']
+
+
+def step_flops(config, batch) -> float:
+  rows = batch['tokens'].shape[0] * batch['tokens'].shape[1]
+  seq = PROMPT_LEN + NEW_TOKENS - 1
+  return rows * seq * models.flops_per_token(config, seq)
+
+
+def weights_share(config, repeats) -> tuple[float, float]:
+  batch = rollout_batch(config, num_samples=32)
+  _, step, state = make_step(config)
+  step_s, _ = time_step(step, state, batch, repeats)
+  scores, rewards = jnp.asarray(batch['scores']), jnp.asarray(batch['rewards'])
+  weights_s = sampling_bench.timed(
+      lambda: objectives.bon_rl_weights(scores, rewards, 4).block_until_ready(), max(repeats, 20))
+  return weights_s, step_s
+
+
+def code_task(config) -> tuple[data.Tokenizer, dict]:
+  """Prompts asking for a one-line function, with HumanEval-style tests, and their tokenizer."""
+  texts = [f'def add_{i}(x):\n    return x + {i}\n' for i in range(200)]
+  tokenizer = data.Tokenizer.train(texts, vocab_size=config.vocab_size)
+  prompts = [f'def add_{i}(x):\n' for i in range(NUM_PROMPTS)]
+  metadata = [{'prompt': p, 'entry_point': f'add_{i}',
+               'test': f'def check(candidate):\n    assert candidate(1) == {1 + i}\n'}
+              for i, p in enumerate(prompts)]
+  tokens, lengths = tokenizer.encode(prompts, max_len=PROMPT_LEN)
+  batch = {'prompts': tokens, 'prompt_lengths': lengths, 'metadata': metadata,
+           'index': np.arange(NUM_PROMPTS)}
+  return tokenizer, batch
+
+
+def rl_iteration(config, repeats, verifier) -> dict[str, float]:
+  model, step, state = make_step(config, train_lib.PolicyGradient('bon_rlb_p', bon_n=4))
+  tokenizer, batch = code_task(config)
+  scorer = train_lib.Scorer(verifier, verifier, max_workers=4)
+  rollout = train_lib.Rollout(num_samples=NUM_SAMPLES, max_new_tokens=NEW_TOKENS, chunks=4)
+  runs = []
+  try:
+    for i in range(repeats + 1):
+      start = time.perf_counter()
+      arrays, info = rollout(model, state.params, batch, step_key=jax.random.key(i),
+                             tokenizer=tokenizer, scorer=scorer, prompt_format='{prompt}')
+      rolled = time.perf_counter()
+      state, metrics = step(state, arrays)
+      jax.block_until_ready(metrics)
+      done = time.perf_counter()
+      seconds = info['seconds']
+      runs.append({'iteration': done - start, 'sampling': seconds['sampling'],
+                   'verifying': seconds['verifying'], 'device_waits': seconds['verify_wait'],
+                   'updating': done - rolled})
+  finally:
+    scorer.close()
+  return {k: statistics.median(r[k] for r in runs[1:]) for k in runs[0]}
+
+
+class _LengthReward(verifiers.Verifier):
+  """A reward that costs nothing: the completion's length in characters."""
+
+  name = 'length'
+
+  def score_one(self, prompt, completion, metadata) -> float:
+    return float(len(completion))
+
+
+def tunix_iteration(config, args) -> float | None:
+  """Seconds per Tunix GRPO iteration on the same weights, or None if its venv is missing."""
+  python = os.path.join(os.path.dirname(__file__), '.venv-tunix', 'bin', 'python')
+  if not os.path.exists(python):
+    print(f'  (no Tunix venv at {python}: run benchmarks/tunix_venv.sh first)')
+    return None
+  npz = os.path.join(args.scratch, 'bonjax_weights.npz')
+  subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), '_bonjax_to_npz.py'),
+                  f'--out={npz}', f'--num_layers={config.num_layers}',
+                  f'--embed_dim={config.embed_dim}', f'--num_heads={config.num_heads}',
+                  f'--num_kv_heads={config.num_kv_heads}', f'--head_dim={config.head_dim}',
+                  f'--mlp_dim={config.mlp_dim}', f'--vocab_size={config.vocab_size}'], check=True)
+  result = subprocess.run([python, os.path.join(os.path.dirname(__file__), 'tunix_grpo.py'),
+                           f'--npz={npz}', '--warmup=1', f'--iterations={args.repeats}'],
+                          check=True, capture_output=True, text=True)
+  line = [l for l in result.stdout.splitlines() if l.startswith('{')][-1]
+  return float(json.loads(line)['tunix_seconds_per_iteration'])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--sizes', default='small,large')
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--skip_tunix', action='store_true')
+  parser.add_argument('--scratch', default='/tmp/bonjax_train_bench')
+  args = parser.parse_args()
+  os.makedirs(args.scratch, exist_ok=True)
+  peak = sampling_bench.peak_flops(args.repeats)
+  print(f'roofline: 1024^3 float32 jnp.dot = {peak / 1e9:.1f} GFLOP/s')
+  for size in args.sizes.split(','):
+    config = config_of(size)
+    print(f'\n== {size}: {config.num_layers} layers, d_model {config.embed_dim}, '
+          f'{models.param_count(config):,} parameters')
+    batch = rollout_batch(config)
+    _, step, state = make_step(config)
+    seconds, _ = time_step(step, state, batch, args.repeats)
+    achieved = step_flops(config, batch) / seconds
+    print(f'1. policy-gradient step ({NUM_PROMPTS}x{NUM_SAMPLES} rows of '
+          f'{PROMPT_LEN + NEW_TOKENS - 1} tokens): {seconds * 1e3:.1f} ms, '
+          f'{achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.0%} of the dot peak')
+    weights_s, step_s = weights_share(config, args.repeats)
+    print(f'2. bon_rl_weights at M = 32: {weights_s * 1e3:.3f} ms of a {step_s * 1e3:.1f} ms step '
+          f'= {weights_s / step_s:.2%}')
+    it = rl_iteration(config, args.repeats, verifiers.CodeExecution(timeout_s=5.0))
+    print(f'3. RL iteration with the code verifier: {it["iteration"]:.2f} s = sampling '
+          f'{it["sampling"]:.2f} s + updating {it["updating"]:.2f} s, verifying '
+          f'{it["verifying"]:.2f} s of host work of which the device waited '
+          f'{it["device_waits"]:.2f} s ({it["device_waits"] / it["iteration"]:.0%} idle)')
+    if not args.skip_tunix:
+      tunix = tunix_iteration(config, args)
+      if tunix is not None:
+        # The same cheap Python reward as the Tunix run, so that only the two libraries differ.
+        cheap = rl_iteration(config, args.repeats, _LengthReward())
+        print(f'4. one iteration with a cheap reward: Tunix GRPOLearner {tunix:.2f} s, bonjax '
+              f'{cheap["iteration"]:.2f} s: bonjax is {tunix / cheap["iteration"]:.2f}x faster')
+
+
+if __name__ == '__main__':
+  main()

@@ -106,8 +106,8 @@ class _PackedSftIterator(grain.DatasetIterator):
     self._skip = 0
 
   def _pending(self) -> list[batching.SftSequence]:
-    return [s for i, (_, chunk) in enumerate(self._chunks) for s in chunk[self._skip if i == 0
-                                                                           else 0:]]
+    chunks = [chunk for _, chunk in self._chunks]
+    return chunks[0][self._skip:] + [s for chunk in chunks[1:] for s in chunk] if chunks else []
 
   def __next__(self) -> dict[str, np.ndarray]:
     # More tokens than the batch holds guarantees that packing stops on a sequence that waits.
@@ -250,7 +250,10 @@ def main() -> None:
     ours_sft = functools.partial(
         pipeline.sft_batches, source, tok, batch_size=SFT_BATCH, max_len=MAX_LEN, packing=True,
         seed=SEED, process_index=0, process_count=1)
-    grain_iter = lambda build, workers: lambda: iter(build(source, tok, workers))
+
+    def grain_iter(build, workers):
+      return lambda: iter(build(source, tok, workers))
+
     groups = {
         f"prompt batches [{PROMPT_BATCH}, {MAX_PROMPT_LEN}]": {
             "ours BatchIterator": ours_prompts,

@@ -15,10 +15,10 @@ INSTALL_REQUIRES = [
     "flax>=0.12.8",
     "optax>=0.2.8",
     "orbax-checkpoint>=0.12.8",
-    # The rest are capped at the next major version (at 1.0 for 0.x projects whose API bonjax uses
-    # has not changed across their 0.x minors: sentencepiece's processor/trainer, gin's
-    # parse/query calls, chex's asserts, safetensors.numpy; array-record is only reached through
-    # TFDS's file_format).
+    # The rest are capped at the next major version, or at 1.0 for 0.x projects whose small part
+    # that bonjax uses has stayed put over their 0.x minors (sentencepiece's processor and
+    # trainer, gin's parse/query calls, chex's asserts, safetensors.numpy; array-record is only
+    # reached through TFDS's file_format).
     "tensorflow-datasets>=4.9.10,<5",
     "array-record>=0.8.6,<1",
     "sentencepiece>=0.2.3,<1",

@@ -197,14 +197,16 @@ def sft_batches(
     return sft_arrays(rows, valid), len(global_indices)
 
   def packed(remaining: np.ndarray, read: Reader):
-    # Tokenize a growing prefix of the stream until the rows are full or the epoch ends.
-    count = min(batch_size, len(remaining))
+    # Tokenize the stream a batch's worth at a time (each example once) until the rows are full
+    # or the epoch ends.
+    candidates, count = [], 0
     while True:
-      candidates = sequences(remaining[:count], read)
+      more = min(count + batch_size, len(remaining))
+      candidates += sequences(remaining[count:more], read)
+      count = more
       rows, placed = batching.pack(candidates, batch_size, max_len)
       if placed < count or count == len(remaining):
         break
-      count = min(2 * count, len(remaining))
     local_rows = rows[process_index * per_process:(process_index + 1) * per_process]
     valid = np.array([bool(row) for row in local_rows])
     return sft_arrays([[candidates[i] for i in row] for row in local_rows], valid), placed

@@ -29,6 +29,8 @@ INSTALL_REQUIRES = [
     "etils>=1.15,<2",
     "safetensors>=0.8,<1",
     "tqdm>=4.66,<5",
+    # TensorBoard event files of training runs (a maintained writer; no TensorFlow needed).
+    "tensorboardX>=2.6,<3",
 ]
 
 EXTRAS_REQUIRE = {

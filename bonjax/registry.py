@@ -68,6 +68,7 @@ PRESETS = {name: _register(_preset_builder(name), name, 'bonjax.models')
 # Data (layer 1): the task, and the builder configs of the datasets that have config classes.
 task = _register(data.Task, 'Task', 'bonjax.data')
 ArithConfig = _register(data.ArithConfig, 'ArithConfig', 'bonjax.data')  # pylint: disable=invalid-name
+StrategiesConfig = _register(data.StrategiesConfig, 'StrategiesConfig', 'bonjax.data')  # pylint: disable=invalid-name
 
 # Verifiers (layer 1), under the names `bonjax.verifiers.get` knows them by.
 VERIFIERS = {name: _register(cls, name, 'bonjax.verifiers')

@@ -7,11 +7,13 @@
 """
 
 from bonjax.data.batching import FORMATS, TextFormat
-from bonjax.data.builders import BUILDERS, ArithConfig, MissingManualDataError
+from bonjax.data.builders import (BUILDERS, ArithConfig, MissingManualDataError,
+                                  StrategiesConfig)
 from bonjax.data.loading import get_builder, load
 from bonjax.data.pipeline import BatchIterator, prompt_batches, sft_batches
 from bonjax.data.task import Task
 from bonjax.data.tokenizer import Tokenizer
 
 __all__ = ["ArithConfig", "BUILDERS", "BatchIterator", "FORMATS", "MissingManualDataError",
-           "Task", "TextFormat", "Tokenizer", "get_builder", "load", "prompt_batches", "sft_batches"]
+           "StrategiesConfig", "Task", "TextFormat", "Tokenizer", "get_builder", "load",
+           "prompt_batches", "sft_batches"]

@@ -29,6 +29,7 @@ class TextFormat:
 # verifiers parse; HumanEval's target is the function body that completes the prompt.
 FORMATS = {
     "bonjax_arith": TextFormat(prompt="{question}\n", target="{solution}"),
+    "bonjax_strategies": TextFormat(prompt="{question}\n", target="{solution}"),
     "gsm8k": TextFormat(prompt="Question: {question}\nAnswer: ",
                         target="{solution}\nThe answer is {answer}."),
     "hendrycks_math": TextFormat(prompt="Problem: {problem}\nSolution: ", target="{solution}"),

@@ -2,7 +2,7 @@
 
 from bonjax.sampling.generation import Samples, generate, prompt_keys
 from bonjax.sampling.samplers import (Greedy, MinP, Sampler, Temperature, TopK, TopP,
-                                      tempered_log_probs, token_log_probs)
+                                      ValidTokens, tempered_log_probs, token_log_probs)
 
-__all__ = ['Greedy', 'MinP', 'Sampler', 'Samples', 'Temperature', 'TopK', 'TopP', 'generate',
-           'prompt_keys', 'tempered_log_probs', 'token_log_probs']
+__all__ = ['Greedy', 'MinP', 'Sampler', 'Samples', 'Temperature', 'TopK', 'TopP', 'ValidTokens',
+           'generate', 'prompt_keys', 'tempered_log_probs', 'token_log_probs']

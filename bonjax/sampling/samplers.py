@@ -211,3 +211,26 @@ class MinP(Sampler):
     best = jnp.max(log_probs, axis=-1, keepdims=True)
     # In log space: log p >= log(min_p) + log p_max; log(0) = -inf keeps everything.
     return _renormalise(log_probs, log_probs >= jnp.log(_per_prompt(self.min_p, logits)) + best)
+
+
+class ValidTokens(Sampler):
+  """`sampler` restricted to the ids [0, vocab_size): for a model whose embedding table is larger
+  than its tokenizer's vocabulary (padded vocabularies), so no sample holds an id it cannot decode.
+  """
+
+  sampler: Sampler = struct.field(default_factory=Temperature)
+  vocab_size: int = struct.field(pytree_node=False, default=0)
+
+  def __post_init__(self):
+    if not isinstance(self.vocab_size, int) or self.vocab_size < 1:
+      raise ValueError(f'ValidTokens.vocab_size must be a positive int, got {self.vocab_size!r}.')
+
+  def _restrict(self, logits: jax.Array) -> jax.Array:
+    valid = jnp.arange(logits.shape[-1]) < self.vocab_size
+    return jnp.where(valid, logits.astype(jnp.float32), _NEG_INF)
+
+  def log_probs(self, logits: jax.Array) -> jax.Array:
+    return self.sampler.log_probs(self._restrict(logits))
+
+  def sample(self, keys: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return self.sampler.sample(keys, self._restrict(logits))

@@ -24,7 +24,7 @@ from bonjax import sampling
 def _check_sampler(sampler: sampling.Sampler) -> None:
   if not isinstance(sampler, sampling.Sampler):
     raise TypeError(f'sampler must be a bonjax.sampling Sampler, got {type(sampler).__name__}')
-  if isinstance(sampler, sampling.Greedy):
+  if isinstance(getattr(sampler, 'sampler', sampler), sampling.Greedy):
     raise ValueError('cannot differentiate a Greedy sampler: its law is a point mass with no '
                      'gradient; train with Temperature, TopK, TopP or MinP')
 

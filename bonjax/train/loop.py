@@ -38,7 +38,7 @@ import optax
 import tqdm
 from jax.experimental import multihost_utils
 
-from bonjax import data, models, sharding, verifiers
+from bonjax import data, models, sampling, sharding, verifiers
 from bonjax.train import checkpoint as checkpoint_lib
 from bonjax.train import init as init_lib
 from bonjax.train import methods as methods_lib
@@ -243,6 +243,11 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
                      f'{model.config.vocab_size} embeddings: set the model\'s vocab_size to at '
                      f'least {tokenizer.vocab_size}')
 
+  if tokenizer.vocab_size < model.config.vocab_size:
+    # A padded embedding table: never sample an id the tokenizer cannot decode.
+    restrict = lambda r: r and dataclasses.replace(
+        r, sampler=sampling.ValidTokens(r.sampler, tokenizer.vocab_size))
+    rollout, eval_rollout = restrict(rollout), restrict(eval_rollout)
   device_mesh = sharding.make_mesh(mesh)
   policy = methods_lib.Policy(model, rollout.sampler) if rollout else methods_lib.Policy(model)
   with_reference = isinstance(method, methods_lib.PolicyGradient) and (

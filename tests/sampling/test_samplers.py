@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bonjax.sampling import samplers
-from bonjax.sampling.samplers import Greedy, MinP, Temperature, TopK, TopP
+from bonjax.sampling.samplers import Greedy, MinP, Temperature, TopK, TopP, ValidTokens
 
 VOCAB = 32
 DRAWS = 512
@@ -195,3 +195,14 @@ def test_categorical_never_returns_a_token_past_the_end_of_its_mass(monkeypatch)
   log_probs = jnp.log(jnp.asarray([[0.2, 0.5, 0.3, 0.0, 0.0]], jnp.float32))
   np.testing.assert_array_equal(samplers.categorical(jax.random.split(jax.random.key(0), 1),
                                                      log_probs), [1])
+
+
+def test_valid_tokens_never_draws_beyond_the_vocabulary():
+  logits = jnp.zeros((2, 10)).at[:, 8:].set(5.0)  # the padded ids are the likeliest
+  sampler = ValidTokens(TopK(k=3, temperature=0.7), vocab_size=8)
+  keys = jax.random.split(jax.random.key(0), 2000).reshape(1000, 2)
+  tokens, _ = jax.vmap(sampler.sample, in_axes=(0, None))(keys, logits)
+  assert int(tokens.max()) < 8
+  log_probs = sampler.log_probs(logits)
+  np.testing.assert_allclose(jnp.exp(log_probs).sum(-1), 1.0, rtol=1e-6)
+  assert bool(jnp.all(jnp.isneginf(log_probs[:, 8:])))

@@ -183,3 +183,12 @@ def test_sigterm_saves_the_current_step_and_exits_zero(tmp_path):
   assert len(steps) == 1 and 1 <= steps[0] < 500
   with open(f'{tmp_path}/run/run.json') as f:
     assert 'train.num_steps = 500' in json.load(f)['gin_config']
+
+
+def test_a_padded_vocabulary_is_never_sampled_beyond_the_tokenizer(tmp_path, task):
+  model = helpers.tiny_model(vocab_size=VOCAB + 64, num_layers=1, embed_dim=32, num_heads=2,
+                             num_kv_heads=1, head_dim=16, mlp_dim=64)
+  last = _run(tmp_path, task, model=model, method=train.PolicyGradient('rloo'),
+              rollout=train.Rollout(num_samples=2, max_new_tokens=16),
+              reward=verifiers.AnswerMatch(), num_steps=1)
+  assert np.isfinite(last['loss'])

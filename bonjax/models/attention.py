@@ -116,16 +116,20 @@ class Attention(nn.Module):
 
 
 def attention_mask(query_positions: jax.Array, key_positions: jax.Array,
-                   sliding_window: int | None = None) -> jax.Array:
+                   sliding_window: int | None = None,
+                   segment_ids: jax.Array | None = None) -> jax.Array:
   """Which keys each query may attend to: bool [B, L, S].
 
   A query at position q sees a key at position p iff the key is real (p >= 0; padding and empty
   cache slots carry -1), not in the future (p <= q) and, for sliding-window layers, recent enough
-  (q - p < sliding_window).
+  (q - p < sliding_window). With segment_ids [B, L] (only without a cache, so S = L), a query
+  also sees only keys of its own segment: sequences packed into one row stay independent.
   """
   q = query_positions[:, :, None]
   p = key_positions[:, None, :]
   mask = (p >= 0) & (p <= q)
   if sliding_window is not None:
     mask &= q - p < sliding_window
+  if segment_ids is not None:
+    mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
   return mask

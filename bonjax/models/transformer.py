@@ -73,6 +73,7 @@ class Transformer(nn.Module):
       input_mask: jax.Array | None = None,
       cache: Cache | None = None,
       return_hidden: bool = False,
+      segment_ids: jax.Array | None = None,
   ) -> jax.Array | tuple[jax.Array, Cache]:
     """Runs the model on tokens int32 [B, L].
 
@@ -88,12 +89,23 @@ class Transformer(nn.Module):
         cache['index'] + L). Tokens also attend to the cache's shared prefix, if it has one.
       return_hidden: return the final-normed hidden states [B, L, embed_dim] (what the tied
         output projection reads) instead of the logits, e.g. for a reward model's scalar head.
+      segment_ids: int32 [B, L] for packed rows (training forward only, no cache): a token
+        attends only to earlier tokens of the same segment id, so several sequences packed into
+        one row (each with positions restarting at 0) are computed as if run alone. None: one
+        sequence per row.
 
     Returns:
       float32 logits [B, L, vocab_size] (or the hidden states); with a cache, (that, updated cache).
     """
     cfg = self.config
     batch, length = tokens.shape
+    if segment_ids is not None:
+      if cache is not None:
+        raise ValueError('segment_ids is for the training forward of packed rows; it cannot be'
+                         ' combined with a cache (decode one sequence per row instead)')
+      if segment_ids.shape != tokens.shape:
+        raise ValueError(f'segment_ids has shape {segment_ids.shape}, but tokens have shape'
+                         f' {tokens.shape}')
     start = jnp.zeros((), jnp.int32) if cache is None else cache['index']
     prefix = None if cache is None else cache.get('prefix')
     if prefix is not None:
@@ -116,7 +128,8 @@ class Transformer(nn.Module):
       key_positions = jax.lax.dynamic_update_slice(cache['positions'], token_positions, (0, start))
     # One mask per attention type, shared by all layers of that type.
     windows = {t: cfg.sliding_window if t == LOCAL else None for t in cfg.layer_attention_types}
-    masks = {t: attention_mask(positions, key_positions, w) for t, w in windows.items()}
+    masks = {t: attention_mask(positions, key_positions, w, segment_ids)
+             for t, w in windows.items()}
     if prefix is not None:
       prefix_masks = {t: attention_mask(positions, prefix_positions, w) for t, w in windows.items()}
 

@@ -132,6 +132,46 @@ def test_padding_tokens_do_not_affect_real_logits():
     assert jnp.all(jnp.isfinite(logits))
 
 
+@pytest.mark.parametrize('name', ['gqa', 'mqa-gemma2'])
+def test_packed_segments_compute_as_if_each_ran_alone(name):
+  """A row packing three sequences (positions restarting at 0, then padding), laid out as
+  `data.batching.sft_batch` does, gives each sequence the logits it gets unpacked."""
+  cfg = CONFIGS[name]
+  _, params = _init(cfg)
+  apply = _jit_apply(cfg)
+  lengths, row_len = [4, 5, 2], 13
+  sequences = [_tokens((1, n), seed=20 + i) for i, n in enumerate(lengths)]
+  padding = row_len - sum(lengths)
+  tokens = jnp.concatenate(sequences + [jnp.zeros((1, padding), jnp.int32)], axis=1)
+  segment_ids = jnp.asarray(np.repeat([1, 2, 3, 0], lengths + [padding]))
+  positions = jnp.asarray(
+      np.concatenate([np.arange(n) for n in lengths] + [np.zeros(padding, int)]), jnp.int32)
+  packed = apply({'params': params}, tokens, positions=positions[None],
+                 input_mask=segment_ids[None] > 0, segment_ids=segment_ids[None])
+
+  start = 0
+  for sequence, n in zip(sequences, lengths):
+    alone = apply({'params': params}, sequence)
+    chex.assert_trees_all_close(packed[:, start:start + n], alone, atol=1e-5, rtol=1e-5)
+    start += n
+  # Without segment ids the later sequences see the earlier ones: the test can fail.
+  unmasked = apply({'params': params}, tokens, positions=positions[None],
+                   input_mask=segment_ids[None] > 0)
+  assert not np.allclose(unmasked[:, lengths[0]:sum(lengths)],
+                         packed[:, lengths[0]:sum(lengths)], atol=1e-3)
+
+
+def test_segment_ids_with_a_cache_or_of_the_wrong_shape_raise():
+  cfg = CONFIGS['gqa']
+  model, params = _init(cfg)
+  tokens = _tokens((2, 4))
+  with pytest.raises(ValueError, match='segment_ids.*cannot be combined with a cache'):
+    model.apply({'params': params}, tokens, cache=models.init_cache(cfg, 2, 4),
+                segment_ids=jnp.ones((2, 4), jnp.int32))
+  with pytest.raises(ValueError, match=r'segment_ids has shape \(2, 3\)'):
+    model.apply({'params': params}, tokens, segment_ids=jnp.ones((2, 3), jnp.int32))
+
+
 def test_return_hidden_gives_the_states_the_tied_projection_reads():
   cfg = CONFIGS['gqa']
   model, params = _init(cfg)

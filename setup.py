@@ -13,6 +13,8 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9.10,<4.10",
     "array-record>=0.8.6,<0.9",
     "sentencepiece>=0.2.3,<0.3",
+    # tokenizer.json files (Qwen, Llama 3); the range transformers 5 also requires.
+    "tokenizers>=0.23.1,<0.24",
     "gin-config>=0.5.0,<0.6",
     "chex>=0.1.92,<0.2",
     "numpy>=2.0,<2.5",

@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "gin-config>=0.5.0,<1",
     "chex>=0.1.92,<1",
     "numpy>=2.0,<3",
+    # tokenizer.json files (Qwen, Llama 3); the range transformers 5 also requires.
+    "tokenizers>=0.23.1,<0.24",
     "absl-py>=2.1,<3",
     "etils>=1.15,<2",
     "safetensors>=0.8,<1",

@@ -148,3 +148,28 @@ def test_fsdp_shards_params_over_the_embed_axis():
   params = sharding.shard_params(_random_params(nn.unbox(abstract['params'])), shardings)
   chex.assert_shape(params['layer_0']['mlp']['down'].addressable_shards[0].data,
                     (cfg.mlp_dim // 2, cfg.embed_dim // 4))
+
+
+@pytest.mark.slow  # Two train-step compilations, one of them 8-device SPMD.
+def test_the_newer_families_parameters_shard_and_train_alike_on_one_and_eight_devices():
+  # Every option of Gemma 3 / Qwen3 / Llama 3 at once: an untied head, attention biases,
+  # query/key norms, SwiGLU, plain norm gains, per-layer-type RoPE with scaling.
+  cfg = dataclasses.replace(
+      models.get_config('tiny'), tie_embeddings=False, attention_bias=True, qk_norm=True,
+      activation='silu', norm_unit_offset=False, scale_embeddings=False,
+      attention_types=('local', 'global'), sliding_window=4, local_rope_base=1e4,
+      rope_base=1e6, rope_scaling=models.RopeScaling('linear', 8.0))
+  mesh = sharding.make_mesh('data:4,tensor:2')
+  shardings = sharding.param_shardings(models.Transformer(cfg), mesh)
+  assert shardings['embedder']['unembedding'].spec == P('tensor', 'fsdp')
+  attn = shardings['layer_0']['attn']
+  assert (attn['q_bias'].spec, attn['k_bias'].spec) == (P('tensor', None), P('tensor', None))
+  assert attn['o_bias'].spec == P('fsdp') and attn['q_norm']['scale'].spec == P(None)
+
+  tokens = jax.random.randint(jax.random.key(1), (8, 9), 0, cfg.vocab_size, dtype=jnp.int32)
+  mask = jnp.arange(9)[None] < jnp.array([9, 7, 9, 5, 8, 9, 6, 9])[:, None]
+  _, _, single_losses = _run_steps(sharding.make_mesh('data:1', jax.devices()[:1]), cfg,
+                                   tokens, mask)
+  _, _, losses = _run_steps(mesh, cfg, tokens, mask)
+  np.testing.assert_allclose(losses, single_losses, rtol=1e-5, atol=1e-5)
+  assert losses[1] < losses[0]

@@ -1,6 +1,6 @@
-"""bonjax.data: the sentencepiece tokenizer, the TFDS datasets and the batching pipeline.
+"""bonjax.data: the tokenizers, the TFDS datasets and the batching pipeline.
 
-  tok = data.Tokenizer.train(texts, vocab_size=512)
+  tok = data.Tokenizer.train(texts, vocab_size=512)   # or data.Tokenizer.load(checkpoint_folder)
   source = data.load('bonjax_arith', 'train', data_dir, config='easy')
   batches = data.sft_batches(source, tok, batch_size=32, max_len=128, seed=0)
   state = batches.get_state()        # save with the checkpoint; batches.set_state(state) resumes

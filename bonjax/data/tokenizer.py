@@ -1,7 +1,20 @@
-"""A sentencepiece tokenizer with fixed-shape batch encoding and decoding.
+"""The tokenizer interface, and its sentencepiece implementation.
 
-Special ids follow Gemma's tokenizer, so a model trained on a bonjax tokenizer and one loaded from a
-Gemma checkpoint share conventions: ``pad = 0``, ``eos = 1``, ``bos = 2``, ``unk = 3``.
+``Tokenizer`` is the one interface the data pipeline, the samplers' callers and the verifiers
+use: batch ``encode`` to fixed-shape id arrays, ``decode`` back to text, special ids. Two
+implementations sit behind it, both maintained libraries:
+
+- ``SentencePieceTokenizer`` (this module): tokenizers bonjax trains (``Tokenizer.train``) and
+  the ``.model`` files Gemma checkpoints ship;
+- ``HfTokenizer`` (``hf_tokenizer.py``): the Hugging Face ``tokenizers`` package, for the
+  ``tokenizer.json`` files Qwen and Llama 3 checkpoints ship.
+
+``Tokenizer.load`` opens either kind (a file, or a checkpoint folder); ``Tokenizer.train`` and
+``Tokenizer.from_serialized`` build them.
+
+Special ids of trained tokenizers follow Gemma's, so a model trained on a bonjax tokenizer and one
+loaded from a Gemma checkpoint share conventions: ``pad = 0``, ``eos = 1``, ``bos = 2``,
+``unk = 3``.
 
 Tokenizers trained here round-trip text exactly (``decode(encode(t)) == t``): normalization is
 the identity, no dummy prefix is added, whitespace is kept as written, and byte fallback turns any
@@ -11,8 +24,10 @@ character U+2581 (``▁``), which sentencepiece uses internally for a space and 
 
 from __future__ import annotations
 
+import abc
 import io
 import os
+import pathlib
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -27,11 +42,13 @@ UNK_ID = 3
 Truncate = Literal["left", "right", "error"]
 
 
-class Tokenizer:
-  """Wraps a ``sentencepiece.SentencePieceProcessor`` with batch ``encode`` / ``decode``."""
+class Tokenizer(abc.ABC):
+  """Batch ``encode`` / ``decode`` over an implementation's ids (see the module docstring).
 
-  def __init__(self, processor: spm.SentencePieceProcessor):
-    self._sp = processor
+  Implementations provide ``tokenize`` (ids of each text, no special tokens), ``_decode_rows``
+  (texts of id lists, control ids producing no text), the special ids, ``piece_to_id`` and
+  ``serialized`` (bytes that ``Tokenizer.from_serialized`` turns back into the tokenizer).
+  """
 
   # ----------------------------------------------------------------------------------- creation
 
@@ -44,8 +61,8 @@ class Tokenizer:
       model_type: Literal["bpe", "unigram"] = "bpe",
       user_defined_symbols: Sequence[str] = (),
       path: str | os.PathLike | None = None,
-  ) -> "Tokenizer":
-    """Trains a tokenizer in memory on ``texts`` (and saves it to ``path`` if given).
+  ) -> "SentencePieceTokenizer":
+    """Trains a sentencepiece tokenizer in memory on ``texts`` (and saves it to ``path``).
 
     ``vocab_size`` counts the 4 special ids and the 256 byte-fallback pieces, so it must exceed
     260 plus the number of distinct characters in ``texts``. Digits are always split into single
@@ -78,76 +95,95 @@ class Tokenizer:
     except RuntimeError as e:
       raise ValueError(f"sentencepiece could not train a tokenizer with vocab_size={vocab_size}: "
                        f"{e}") from e
-    tokenizer = cls.from_serialized(writer.getvalue())
+    tokenizer = SentencePieceTokenizer.from_model_proto(writer.getvalue())
     if path is not None:
       tokenizer.save(path)
     return tokenizer
 
   @classmethod
-  def from_serialized(cls, model_proto: bytes) -> "Tokenizer":
-    """Builds a tokenizer from the bytes of a sentencepiece ``.model`` file."""
-    processor = spm.SentencePieceProcessor()
-    try:
-      processor.load_from_serialized_proto(model_proto)
-    except RuntimeError as e:
-      raise ValueError("The given bytes are not a sentencepiece model (ModelProto) and cannot be "
-                       "parsed.") from e
-    return cls(processor)
+  def from_serialized(cls, data: bytes) -> "Tokenizer":
+    """Rebuilds a tokenizer from its ``serialized`` bytes (or a sentencepiece ``.model``'s)."""
+    if data.lstrip()[:1] == b"{":  # JSON: a Hugging Face tokenizer; sentencepiece is protobuf
+      from bonjax.data import hf_tokenizer  # The tokenizers package loads only when needed.
+      return hf_tokenizer.HfTokenizer.from_serialized(data)
+    return SentencePieceTokenizer.from_model_proto(data)
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> "Tokenizer":
-    """Loads a sentencepiece ``.model`` file, e.g. a Gemma ``tokenizer.model``."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"Tokenizer file not found: {path!r} (expected a sentencepiece "
-                              "'.model' file).")
-    with open(path, "rb") as f:
-      model_proto = f.read()
+    """Loads a tokenizer file or a checkpoint folder's tokenizer.
+
+    A file is a sentencepiece ``.model`` (e.g. Gemma's ``tokenizer.model``), a file ``save``
+    wrote, or a Hugging Face ``tokenizer.json`` (its special tokens then come from the
+    ``tokenizer_config.json`` beside it). A folder (a Hugging Face checkpoint) is read through
+    its ``tokenizer.model`` if it has one, else its ``tokenizer.json``.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+      if (path / "tokenizer.model").is_file():
+        path = path / "tokenizer.model"
+      elif (path / "tokenizer.json").is_file():
+        path = path / "tokenizer.json"
+      else:
+        raise FileNotFoundError(
+            f"No tokenizer.model or tokenizer.json in the folder {str(path)!r}.")
+    if not path.is_file():
+      raise FileNotFoundError(f"Tokenizer file not found: {str(path)!r} (expected a sentencepiece "
+                              "'.model' file, a tokenizer.json or a checkpoint folder).")
+    data = path.read_bytes()
+    if data.lstrip()[:1] == b"{":
+      from bonjax.data import hf_tokenizer
+      return hf_tokenizer.HfTokenizer.from_json_file(path)
     try:
-      return cls.from_serialized(model_proto)
+      return SentencePieceTokenizer.from_model_proto(data)
     except ValueError as e:
-      raise ValueError(f"{path!r} is not a sentencepiece model file (could not parse it as a "
+      raise ValueError(f"{str(path)!r} is not a sentencepiece model file (could not parse it as a "
                        "ModelProto).") from e
 
   def save(self, path: str | os.PathLike) -> None:
-    """Writes the model as a sentencepiece ``.model`` file."""
+    """Writes ``serialized`` to a file that ``Tokenizer.load`` reads back."""
     with open(path, "wb") as f:
       f.write(self.serialized)
 
-  # --------------------------------------------------------------------------------- properties
+  # ------------------------------------------------------------- what implementations provide
 
   @property
+  @abc.abstractmethod
   def serialized(self) -> bytes:
-    """The sentencepiece model as bytes (what ``from_serialized`` and checkpoints take)."""
-    return self._sp.serialized_model_proto()
+    """The tokenizer as bytes (what ``from_serialized`` and checkpoints take)."""
 
   @property
+  @abc.abstractmethod
   def vocab_size(self) -> int:
-    return self._sp.get_piece_size()
+    """Number of ids (special ones included)."""
 
   @property
+  @abc.abstractmethod
   def pad_id(self) -> int:
-    """The padding id; models without a pad piece (e.g. LLaMA's) pad with EOS instead."""
-    pad = self._sp.pad_id()
-    return pad if pad >= 0 else self.eos_id
+    """The padding id."""
 
   @property
+  @abc.abstractmethod
   def bos_id(self) -> int:
-    return self._sp.bos_id()
+    """The id every encoded row starts with (``add_bos``)."""
 
   @property
+  @abc.abstractmethod
   def eos_id(self) -> int:
-    return self._sp.eos_id()
+    """The id that ends a sequence."""
 
+  @abc.abstractmethod
   def piece_to_id(self, piece: str) -> int:
-    return self._sp.piece_to_id(piece)
+    """The id of a vocabulary piece."""
 
-  # ---------------------------------------------------------------------------- encode / decode
-
+  @abc.abstractmethod
   def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text, without special tokens, padding or truncation."""
-    _check_texts(texts)
-    return self._sp.encode(list(texts))
+
+  @abc.abstractmethod
+  def _decode_rows(self, rows: list[list[int]]) -> list[str]:
+    """The text of each id list; special and control ids produce no text."""
+
+  # ---------------------------------------------------------------------------- encode / decode
 
   def encode(
       self,
@@ -210,6 +246,56 @@ class Tokenizer:
       if self.eos_id in row:
         row = row[:row.index(self.eos_id)]
       rows.append([t for t in row if t != self.pad_id])
+    return self._decode_rows(rows)
+
+
+class SentencePieceTokenizer(Tokenizer):
+  """A ``sentencepiece.SentencePieceProcessor`` behind the ``Tokenizer`` interface."""
+
+  def __init__(self, processor: spm.SentencePieceProcessor):
+    self._sp = processor
+
+  @classmethod
+  def from_model_proto(cls, model_proto: bytes) -> "SentencePieceTokenizer":
+    """Builds a tokenizer from the bytes of a sentencepiece ``.model`` file."""
+    processor = spm.SentencePieceProcessor()
+    try:
+      processor.load_from_serialized_proto(model_proto)
+    except RuntimeError as e:
+      raise ValueError("The given bytes are not a sentencepiece model (ModelProto) and cannot be "
+                       "parsed.") from e
+    return cls(processor)
+
+  @property
+  def serialized(self) -> bytes:
+    return self._sp.serialized_model_proto()
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  @property
+  def pad_id(self) -> int:
+    """The padding id; models without a pad piece (e.g. LLaMA's) pad with EOS instead."""
+    pad = self._sp.pad_id()
+    return pad if pad >= 0 else self.eos_id
+
+  @property
+  def bos_id(self) -> int:
+    return self._sp.bos_id()
+
+  @property
+  def eos_id(self) -> int:
+    return self._sp.eos_id()
+
+  def piece_to_id(self, piece: str) -> int:
+    return self._sp.piece_to_id(piece)
+
+  def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+    check_texts(texts)
+    return self._sp.encode(list(texts))
+
+  def _decode_rows(self, rows: list[list[int]]) -> list[str]:
     return self._sp.decode(rows)
 
 
@@ -226,7 +312,8 @@ def pad_rows(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[n
   return tokens, lengths
 
 
-def _check_texts(texts: Sequence[str]) -> None:
+def check_texts(texts: Sequence[str]) -> None:
+  """Raises TypeError unless `texts` is a batch (a sequence, not one string) of strings."""
   if isinstance(texts, (str, bytes)):
     raise TypeError("Pass a batch (a list of strings), not a single string.")
   for i, text in enumerate(texts):

@@ -1,8 +1,8 @@
-"""bonjax.models: the Gemma-family transformer, its configs, its KV cache and weight import."""
+"""bonjax.models: the decoder (Gemma 1/2/3, Llama 3, Qwen3), its configs, KV cache and imports."""
 
 from bonjax.models.cache import (cache_logical_axes, grow_cache, init_cache, repeat_cache,
                                  share_prefix)
-from bonjax.models.config import PRESET_NAMES, TransformerConfig, get_config
+from bonjax.models.config import PRESET_NAMES, RopeScaling, TransformerConfig, get_config
 from bonjax.models.gemma_import import load_gemma_checkpoint
 from bonjax.models.hf_import import load_hf_checkpoint
 from bonjax.models.params import (TreeDiff, abstract_params, compare_trees, init_params,
@@ -11,6 +11,7 @@ from bonjax.models.transformer import Transformer, flops_per_token, param_count
 
 __all__ = [
     'PRESET_NAMES',
+    'RopeScaling',
     'TreeDiff',
     'abstract_params',
     'compare_trees',

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from bonjax.models import layers
-from bonjax.models.config import TransformerConfig
+from bonjax.models.config import GLOBAL, TransformerConfig
 
 LayerCache = dict[str, jax.Array]  # {'k': [B, K, S, H], 'v': [B, K, S, H]}
 
@@ -26,9 +26,14 @@ _MASKED = float(jnp.finfo(jnp.float32).min)
 
 
 class Attention(nn.Module):
-  """Self-attention over the current tokens, or over a KV cache they are first written into."""
+  """Self-attention over the current tokens, or over a KV cache they are first written into.
+
+  `attention_type` ('global' / 'local') selects the layer's RoPE (config.rope); its mask comes
+  from the caller.
+  """
 
   config: TransformerConfig
+  attention_type: str = GLOBAL
 
   @nn.compact
   def __call__(
@@ -66,15 +71,29 @@ class Attention(nn.Module):
     w_o = kernel('o', (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
                  ('heads', 'head_dim', 'embed'), (0, 1), (2,))
 
+    def bias(name, shape, names):
+      init = nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+      return self.param(name, init, shape, cfg.param_dtype).astype(dtype)
+
     q = jnp.einsum('BLD,DNH->BLNH', x, w_q)
     k = jnp.einsum('BLD,DKH->BLKH', x, w_k)
     v = jnp.einsum('BLD,DKH->BLKH', x, w_v)
+    if cfg.attention_bias:
+      q += bias('q_bias', (cfg.num_heads, cfg.head_dim), ('heads', 'head_dim'))
+      k += bias('k_bias', (cfg.num_kv_heads, cfg.head_dim), ('kv_heads', 'head_dim'))
+      v += bias('v_bias', (cfg.num_kv_heads, cfg.head_dim), ('kv_heads', 'head_dim'))
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'head_dim'))
     # Keys/values stay unconstrained: with few KV heads (MQA) the 'kv_heads' dimension may not
     # divide the tensor-parallel axis, and the compiler places them well from the weights.
+    if cfg.qk_norm:  # Each head normalized on its own, before RoPE (Gemma 3, Qwen3).
+      head_norm = lambda name: layers.RMSNorm(cfg.norm_eps, cfg.param_dtype, cfg.norm_unit_offset,
+                                              'head_dim', name=name)
+      q, k = head_norm('q_norm')(q), head_norm('k_norm')(k)
 
-    q = layers.apply_rope(q, positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, dtype)
-    k = layers.apply_rope(k, positions, cfg.rope_base)
+    rope_base, rope_scaling = cfg.rope(self.attention_type)
+    q = layers.apply_rope(q, positions, rope_base, rope_scaling) * jnp.asarray(cfg.query_scale,
+                                                                               dtype)
+    k = layers.apply_rope(k, positions, rope_base, rope_scaling)
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, L, H]: only this chunk moves.
 
     new_cache = None
@@ -112,20 +131,27 @@ class Attention(nn.Module):
       encoded += jnp.einsum('BMKGLP,BKPH->BMLKGH', prefix_probs,
                             prefix['v'].astype(dtype)).reshape(encoded.shape)
     encoded = encoded.reshape(batch, length, cfg.num_heads, cfg.head_dim)
-    return jnp.einsum('BLNH,NHD->BLD', encoded, w_o), new_cache
+    out = jnp.einsum('BLNH,NHD->BLD', encoded, w_o)
+    if cfg.attention_bias:
+      out += bias('o_bias', (cfg.embed_dim,), ('embed',))
+    return out, new_cache
 
 
 def attention_mask(query_positions: jax.Array, key_positions: jax.Array,
-                   sliding_window: int | None = None) -> jax.Array:
+                   sliding_window: int | None = None,
+                   segment_ids: jax.Array | None = None) -> jax.Array:
   """Which keys each query may attend to: bool [B, L, S].
 
   A query at position q sees a key at position p iff the key is real (p >= 0; padding and empty
   cache slots carry -1), not in the future (p <= q) and, for sliding-window layers, recent enough
-  (q - p < sliding_window).
+  (q - p < sliding_window). With segment_ids [B, L] (only without a cache, so S = L), a query
+  also sees only keys of its own segment: sequences packed into one row stay independent.
   """
   q = query_positions[:, :, None]
   p = key_positions[:, None, :]
   mask = (p >= 0) & (p <= q)
   if sliding_window is not None:
     mask &= q - p < sliding_window
+  if segment_ids is not None:
+    mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
   return mask

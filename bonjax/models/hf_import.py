@@ -1,23 +1,32 @@
-"""Import of Hugging Face Gemma / Gemma 2 checkpoints (a folder of config.json + *.safetensors).
+"""Import of Hugging Face checkpoints (a folder of config.json + *.safetensors).
 
-Tensor mapping (torch `nn.Linear` weights are [out, in]; bonjax kernels are [in, out]):
+Families: Gemma 1/2/3, Qwen3 and Llama 3 (hf_config.py maps their config.json). Their decoders
+share one tensor layout (torch `nn.Linear` weights are [out, in]; bonjax kernels are [in, out]):
 
     model.embed_tokens.weight                     [V, D]      -> embedder/embedding
+    lm_head.weight (untied models)                [V, D]      -> embedder/unembedding
     model.layers.{i}.self_attn.q_proj.weight      [N*H, D]    -> layer_{i}/attn/q  [D, N, H]
     model.layers.{i}.self_attn.{k,v}_proj.weight  [K*H, D]    -> layer_{i}/attn/{k,v}  [D, K, H]
     model.layers.{i}.self_attn.o_proj.weight      [D, N*H]    -> layer_{i}/attn/o  [N, H, D]
+    model.layers.{i}.self_attn.{q,k}_norm.weight  [H]         -> layer_{i}/attn/{q,k}_norm/scale
+    model.layers.{i}.self_attn.{q,k,v,o}_proj.bias            -> layer_{i}/attn/{q,k,v,o}_bias
     model.layers.{i}.mlp.{gate,up}_proj.weight    [F, D]      -> layer_{i}/mlp/{gate,up}  [D, F]
     model.layers.{i}.mlp.down_proj.weight         [D, F]      -> layer_{i}/mlp/down  [F, D]
     model.norm.weight                             [D]         -> final_norm/scale
 
-Norms: HF's GemmaRMSNorm multiplies by (1 + weight) like bonjax, so weights copy unchanged. The
-names differ between the two generations:
+Norm weights copy unchanged: Gemma's HF norms multiply by (1 + weight) like bonjax's default,
+Llama's and Qwen's by weight like bonjax's norm_unit_offset=False. The per-layer norm names
+differ between layer layouts:
 
-    Gemma 1: input_layernorm -> pre_attention_norm, post_attention_layernorm -> pre_ffw_norm
-             (in Gemma 1 "post_attention_layernorm" is the norm *before* the MLP);
-    Gemma 2: input_layernorm -> pre_attention_norm, post_attention_layernorm ->
-             post_attention_norm, pre_feedforward_layernorm -> pre_ffw_norm,
-             post_feedforward_layernorm -> post_ffw_norm.
+    two norms (Gemma 1, Llama, Qwen3): input_layernorm -> pre_attention_norm,
+             post_attention_layernorm -> pre_ffw_norm (it is the norm *before* the MLP);
+    four norms (Gemma 2, Gemma 3): input_layernorm -> pre_attention_norm,
+             post_attention_layernorm -> post_attention_norm, pre_feedforward_layernorm ->
+             pre_ffw_norm, post_feedforward_layernorm -> post_ffw_norm.
+
+The Gemma 3 multimodal checkpoints (4B and up) hold the same text model under
+'language_model.model.' (or 'model.language_model.'), beside a vision tower and its projector,
+which are not read.
 
 Safetensors files are read through their documented header (8-byte little-endian length, JSON
 table of dtype / shape / byte offsets, raw little-endian data) into memory-mapped numpy arrays:
@@ -32,29 +41,35 @@ import json
 import os
 import pathlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+from jax.sharding import Mesh
 
-from bonjax.models.config import GLOBAL, LOCAL, TransformerConfig
+from bonjax import sharding
+from bonjax.models.config import TransformerConfig
 from bonjax.models.gemma_import import CheckpointFormatError, Params, check_param_shapes
+from bonjax.models.hf_config import (SUPPORTED_MODEL_TYPES, UnsupportedModelError,
+                                     config_from_hf)
+from bonjax.models.transformer import Transformer
 
-SUPPORTED_MODEL_TYPES = ('gemma', 'gemma2')
+__all__ = ['SUPPORTED_MODEL_TYPES', 'CheckpointFormatError', 'UnsupportedModelError',
+           'config_from_hf', 'convert_hf_params', 'load_hf_checkpoint']
+
+# Where the text model's tensors live: causal-LM checkpoints, then the multimodal Gemma 3 ones.
+_TEXT_PREFIXES = ('model.', '', 'language_model.model.', 'model.language_model.')
+_HEAD_NAMES = ('lm_head.weight', 'language_model.lm_head.weight')
+# Tensors of a multimodal checkpoint that are not part of its language model.
+_NON_TEXT_PREFIXES = ('vision_tower.', 'multi_modal_projector.', 'model.vision_tower.',
+                      'model.multi_modal_projector.')
 
 _SAFETENSORS_DTYPES = {
     'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': ml_dtypes.bfloat16,
 }
-# Names of the tanh approximation of GELU, the activation every Gemma model was trained with.
-_TANH_GELU = ('gelu_pytorch_tanh', 'gelu_new', 'gelu_tanh')
-_HF_LAYER_TYPES = {'sliding_attention': LOCAL, 'full_attention': GLOBAL}
-
-
-class UnsupportedModelError(ValueError):
-  """A Hugging Face config describes a model bonjax cannot represent."""
 
 
 def _read_safetensors(file: pathlib.Path) -> dict[str, np.ndarray]:
@@ -97,97 +112,6 @@ def _read_folder_tensors(folder: pathlib.Path) -> dict[str, np.ndarray]:
   return tensors
 
 
-def _rope_base(hf: Mapping[str, Any]) -> float:
-  rope = hf.get('rope_parameters') or hf.get('rope_scaling') or {}
-  rope_type = rope.get('rope_type', rope.get('type', 'default'))
-  if rope_type != 'default':
-    raise UnsupportedModelError(
-        f"RoPE type {rope_type!r} is not supported; bonjax implements only 'default' RoPE.")
-  return float(rope.get('rope_theta', hf.get('rope_theta', 10_000.0)))
-
-
-def _activation(hf: Mapping[str, Any]) -> str:
-  activation = hf.get('hidden_activation') or hf.get('hidden_act')
-  # The first Gemma release's config.json said hidden_act='gelu', although the model was trained
-  # with (and HF runs it with) the tanh approximation; it was later corrected by adding
-  # hidden_activation='gelu_pytorch_tanh'. Follow the trained model.
-  if activation == 'gelu' and hf['model_type'] == 'gemma':
-    return 'gelu_pytorch_tanh'
-  return activation
-
-
-def _attention_pattern(hf: Mapping[str, Any]) -> tuple[str, ...]:
-  """Gemma 2's per-layer attention types, as the shortest pattern that repeats to all layers."""
-  num_layers = hf['num_hidden_layers']
-  layer_types = hf.get('layer_types') or [
-      'sliding_attention' if i % 2 == 0 else 'full_attention' for i in range(num_layers)]
-  unknown = sorted(set(layer_types) - set(_HF_LAYER_TYPES))
-  if unknown:
-    raise UnsupportedModelError(
-        f'layer_types {unknown} are not supported; valid: {sorted(_HF_LAYER_TYPES)}.')
-  types = [_HF_LAYER_TYPES[t] for t in layer_types]
-  period = next(p for p in range(1, len(types) + 1)
-                if all(t == types[i % p] for i, t in enumerate(types)))
-  return tuple(types[:period])
-
-
-def config_from_hf(hf: Mapping[str, Any], *, dtype: str = 'float32') -> TransformerConfig:
-  """Maps a Hugging Face Gemma / Gemma 2 config.json (as a dict) to a TransformerConfig.
-
-  Args:
-    hf: the parsed config.json.
-    dtype: the config's `dtype` and `param_dtype`.
-
-  Raises:
-    UnsupportedModelError: another model type, or an option bonjax does not implement.
-  """
-  model_type = hf.get('model_type')
-  if model_type not in SUPPORTED_MODEL_TYPES:
-    raise UnsupportedModelError(
-        f'Hugging Face model_type {model_type!r} is not supported; supported model types:'
-        f' {", ".join(SUPPORTED_MODEL_TYPES)}.')
-  if _activation(hf) not in _TANH_GELU:
-    raise UnsupportedModelError(
-        f'hidden activation {_activation(hf)!r} is not supported; bonjax implements the tanh'
-        f' approximation of GELU ({", ".join(_TANH_GELU)}).')
-  unsupported = {
-      'attention_bias': bool(hf.get('attention_bias', False)),
-      'use_bidirectional_attention': bool(hf.get('use_bidirectional_attention')),
-      'tie_word_embeddings=False': not hf.get('tie_word_embeddings', True),
-  }
-  if any(unsupported.values()):
-    raise UnsupportedModelError(
-        f'{[name for name, on in unsupported.items() if on]} not supported: bonjax models are'
-        ' causal, bias-free and tie the output head to the embedding table.')
-
-  num_heads = hf['num_attention_heads']
-  fields = dict(
-      vocab_size=hf['vocab_size'],
-      num_layers=hf['num_hidden_layers'],
-      embed_dim=hf['hidden_size'],
-      num_heads=num_heads,
-      num_kv_heads=hf.get('num_key_value_heads') or num_heads,
-      head_dim=hf.get('head_dim') or hf['hidden_size'] // num_heads,
-      mlp_dim=hf['intermediate_size'],
-      rope_base=_rope_base(hf),
-      norm_eps=hf.get('rms_norm_eps', 1e-6),
-      dtype=dtype,
-      param_dtype=dtype,
-  )
-  if model_type == 'gemma2':
-    pattern = _attention_pattern(hf)
-    fields.update(
-        query_pre_attn_scalar=hf.get('query_pre_attn_scalar'),
-        attn_logits_softcap=hf.get('attn_logit_softcapping'),
-        final_logits_softcap=hf.get('final_logit_softcapping'),
-        attention_types=pattern,
-        sliding_window=hf.get('sliding_window') if LOCAL in pattern else None,
-        use_post_attn_norm=True,
-        use_post_ffw_norm=True,
-    )
-  return TransformerConfig(**fields)
-
-
 class _Tensors:
   """Takes named tensors out of a checkpoint, checking shapes; reports what was never used."""
 
@@ -195,8 +119,8 @@ class _Tensors:
     self._tensors = dict(tensors)
     self._prefix = prefix
 
-  def take(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    full_name = self._prefix + name
+  def take(self, name: str, shape: tuple[int, ...], prefixed: bool = True) -> np.ndarray:
+    full_name = self._prefix + name if prefixed else name
     if full_name not in self._tensors:
       raise CheckpointFormatError(
           f'Hugging Face checkpoint has no tensor {full_name!r} (needed by the config in'
@@ -208,98 +132,134 @@ class _Tensors:
           f' {tuple(shape)}.')
     return tensor
 
+  def drop(self, unused: Callable[[str], bool]) -> None:
+    """Forgets the tensors whose names `unused` accepts (they are neither read nor reported)."""
+    self._tensors = {name: t for name, t in self._tensors.items() if not unused(name)}
+
   def remaining(self) -> list[str]:
     return sorted(self._tensors)
+
+
+def _layer_params(take, i: int, cfg: TransformerConfig) -> Params:
+  """The bonjax params of layer i, taken from its HF tensors (module docstring)."""
+  d, n, k, h, f = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
+  attn, mlp = f'layers.{i}.self_attn.', f'layers.{i}.mlp.'
+  layer: Params = {
+      'attn': {
+          'q': take(attn + 'q_proj.weight', (n * h, d)).T.reshape(d, n, h),
+          'k': take(attn + 'k_proj.weight', (k * h, d)).T.reshape(d, k, h),
+          'v': take(attn + 'v_proj.weight', (k * h, d)).T.reshape(d, k, h),
+          'o': take(attn + 'o_proj.weight', (d, n * h)).T.reshape(n, h, d),
+      },
+      'mlp': {
+          'gate': take(mlp + 'gate_proj.weight', (f, d)).T,
+          'up': take(mlp + 'up_proj.weight', (f, d)).T,
+          'down': take(mlp + 'down_proj.weight', (d, f)).T,
+      },
+  }
+  if cfg.qk_norm:
+    for name in ('q_norm', 'k_norm'):
+      layer['attn'][name] = {'scale': take(f'{attn}{name}.weight', (h,))}
+  if cfg.attention_bias:
+    for name, heads in (('q', n), ('k', k), ('v', k)):
+      bias = take(f'{attn}{name}_proj.bias', (heads * h,))
+      layer['attn'][f'{name}_bias'] = bias.reshape(heads, h)
+    layer['attn']['o_bias'] = take(attn + 'o_proj.bias', (d,))
+  if cfg.use_post_attn_norm:
+    norm_names = dict(input_layernorm='pre_attention_norm',
+                      post_attention_layernorm='post_attention_norm',
+                      pre_feedforward_layernorm='pre_ffw_norm',
+                      post_feedforward_layernorm='post_ffw_norm')
+  else:
+    norm_names = dict(input_layernorm='pre_attention_norm', post_attention_layernorm='pre_ffw_norm')
+  for hf_name, name in norm_names.items():
+    layer[name] = {'scale': take(f'layers.{i}.{hf_name}.weight', (d,))}
+  return layer
+
+
+def _param_views(tensors: Mapping[str, np.ndarray], config: TransformerConfig,
+                 model_type: str) -> Params:
+  """bonjax params as views of the checkpoint's arrays (reshaped, in their stored dtype)."""
+  if model_type not in SUPPORTED_MODEL_TYPES:
+    raise UnsupportedModelError(
+        f'model_type {model_type!r} is not supported; supported: {SUPPORTED_MODEL_TYPES}.')
+  cfg = config
+  prefix = next((p for p in _TEXT_PREFIXES if p + 'embed_tokens.weight' in tensors), 'model.')
+  source = _Tensors(tensors, prefix)
+  if model_type == 'gemma3':
+    source.drop(lambda name: name.startswith(_NON_TEXT_PREFIXES))
+  head_name = next((name for name in _HEAD_NAMES if name in tensors), _HEAD_NAMES[0])
+
+  embedding = source.take('embed_tokens.weight', (cfg.vocab_size, cfg.embed_dim))
+  params: Params = {'embedder': {'embedding': embedding}}
+  if not cfg.tie_embeddings:
+    params['embedder']['unembedding'] = source.take(head_name, (cfg.vocab_size, cfg.embed_dim),
+                                                    prefixed=False)
+  for i in range(cfg.num_layers):
+    params[f'layer_{i}'] = _layer_params(source.take, i, cfg)
+  params['final_norm'] = {'scale': source.take('norm.weight', (cfg.embed_dim,))}
+
+  leftover = source.remaining()
+  if cfg.tie_embeddings and head_name in leftover:  # a tied head saved anyway: fine if it is
+    if not np.array_equal(tensors[head_name], embedding):  # the embedding table
+      raise UnsupportedModelError(
+          f'Tensor {head_name!r} differs from the embedding table, but config.json says'
+          ' tie_word_embeddings: the checkpoint does not match its config.')
+    leftover.remove(head_name)
+  if leftover:
+    raise CheckpointFormatError(
+        f'Hugging Face checkpoint has tensors the {model_type} mapping does not use (not a'
+        f' {model_type} model of this config?): {leftover[:10]}'
+        + (f' and {len(leftover) - 10} more' if len(leftover) > 10 else ''))
+  check_param_shapes(params, cfg)
+  return params
+
+
+def _host_array(view: np.ndarray, config: TransformerConfig) -> np.ndarray:
+  """A contiguous copy of a checkpoint view in the config's parameter dtype."""
+  return np.ascontiguousarray(view, dtype=jnp.dtype(config.param_dtype))
 
 
 def convert_hf_params(
     tensors: Mapping[str, np.ndarray], config: TransformerConfig, model_type: str
 ) -> Params:
-  """Maps Hugging Face Gemma / Gemma 2 tensors (module docstring) to bonjax params.
+  """Maps the Hugging Face tensors of a supported family (module docstring) to bonjax params.
 
   Args:
-    tensors: tensor name -> array, as stored by `GemmaForCausalLM.save_pretrained` (names with
-      or without the leading 'model.').
+    tensors: tensor name -> array, as stored by `save_pretrained` (names with or without the
+      leading 'model.'; a multimodal Gemma 3's text model under its prefix).
     config: the matching config (see `config_from_hf`).
-    model_type: 'gemma' or 'gemma2' (the norm names differ).
+    model_type: the config.json's model_type (one of SUPPORTED_MODEL_TYPES).
 
   Returns:
     bonjax params as host numpy arrays in config.param_dtype.
 
   Raises:
     CheckpointFormatError: a tensor is missing, misshapen, or left over (names it).
+    UnsupportedModelError: a saved tied head that differs from the embedding table.
   """
-  if model_type not in SUPPORTED_MODEL_TYPES:
-    raise UnsupportedModelError(
-        f'model_type {model_type!r} is not supported; supported: {SUPPORTED_MODEL_TYPES}.')
-  cfg = config
-  d, n, k, h, f = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
-  prefix = 'model.' if 'model.embed_tokens.weight' in tensors else ''
-  source = _Tensors(tensors, prefix)
-  norm_names = {'input_layernorm': 'pre_attention_norm'}
-  if model_type == 'gemma':
-    norm_names['post_attention_layernorm'] = 'pre_ffw_norm'
-  else:
-    norm_names.update(post_attention_layernorm='post_attention_norm',
-                      pre_feedforward_layernorm='pre_ffw_norm',
-                      post_feedforward_layernorm='post_ffw_norm')
-
-  embedding = source.take('embed_tokens.weight', (cfg.vocab_size, d))
-  params: Params = {'embedder': {'embedding': embedding}}
-  for i in range(cfg.num_layers):
-    attn = f'layers.{i}.self_attn.'
-    mlp = f'layers.{i}.mlp.'
-    layer: Params = {
-        'attn': {
-            'q': source.take(attn + 'q_proj.weight', (n * h, d)).T.reshape(d, n, h),
-            'k': source.take(attn + 'k_proj.weight', (k * h, d)).T.reshape(d, k, h),
-            'v': source.take(attn + 'v_proj.weight', (k * h, d)).T.reshape(d, k, h),
-            'o': source.take(attn + 'o_proj.weight', (d, n * h)).T.reshape(n, h, d),
-        },
-        'mlp': {
-            'gate': source.take(mlp + 'gate_proj.weight', (f, d)).T,
-            'up': source.take(mlp + 'up_proj.weight', (f, d)).T,
-            'down': source.take(mlp + 'down_proj.weight', (d, f)).T,
-        },
-    }
-    for hf_name, name in norm_names.items():
-      layer[name] = {'scale': source.take(f'layers.{i}.{hf_name}.weight', (d,))}
-    params[f'layer_{i}'] = layer
-  params['final_norm'] = {'scale': source.take('norm.weight', (d,))}
-
-  leftover = source.remaining()
-  if 'lm_head.weight' in leftover:  # a tied head saved anyway: fine if it is the embedding
-    if not np.array_equal(tensors['lm_head.weight'], embedding):
-      raise UnsupportedModelError(
-          "Tensor 'lm_head.weight' differs from the embedding table: bonjax ties the output head"
-          ' to the embeddings and cannot load an untied head.')
-    leftover.remove('lm_head.weight')
-  if leftover:
-    raise CheckpointFormatError(
-        f'Hugging Face checkpoint has tensors the {model_type} mapping does not use (not a'
-        f' {model_type} model of this config?): {leftover[:10]}'
-        + (f' and {len(leftover) - 10} more' if len(leftover) > 10 else ''))
-
-  dtype = jnp.dtype(cfg.param_dtype)
-  params = jax.tree.map(lambda x: np.ascontiguousarray(x, dtype=dtype), params)
-  check_param_shapes(params, cfg)
-  return params
+  return jax.tree.map(lambda x: _host_array(x, config),
+                      _param_views(tensors, config, model_type))
 
 
 def load_hf_checkpoint(
-    path: str | os.PathLike[str], *, dtype: str | None = None
+    path: str | os.PathLike[str], *, dtype: str | None = None, mesh: Mesh | None = None,
+    rules: sharding.LogicalRules = sharding.DEFAULT_RULES,
 ) -> tuple[TransformerConfig, Params]:
-  """Loads a Hugging Face Gemma / Gemma 2 checkpoint folder as (config, bonjax params).
+  """Loads a Hugging Face Gemma 1/2/3, Qwen3 or Llama 3 checkpoint folder as (config, params).
 
   Args:
     path: folder with config.json and model.safetensors (or shards listed in
       model.safetensors.index.json), as written by `save_pretrained` or downloaded from the Hub.
     dtype: dtype of the returned parameters and of the config's computation; defaults to the
-      dtype the embedding table is stored in (bfloat16 for the released Gemma models).
+      dtype the embedding table is stored in (bfloat16 for the released models).
+    mesh: if given, every parameter is placed on it as `bonjax.sharding.param_shardings` says,
+      one tensor at a time (the host never holds more than one converted tensor).
+    rules: the logical axis rules for `mesh`.
 
   Returns:
-    (config, params): params are host numpy arrays; `jax.device_put` them with the shardings of
-    your mesh, then call `Transformer(config).apply({'params': params}, tokens)`.
+    (config, params): params are host numpy arrays (without a mesh) or sharded jax arrays; call
+    `Transformer(config).apply({'params': params}, tokens)`.
 
   Raises:
     FileNotFoundError: no config.json or no safetensors files.
@@ -315,7 +275,13 @@ def load_hf_checkpoint(
   hf = json.loads(config_file.read_text())
   tensors = _read_folder_tensors(folder)
   if dtype is None:
-    embed = tensors.get('model.embed_tokens.weight', tensors.get('embed_tokens.weight'))
+    embed = next((tensors[p + 'embed_tokens.weight'] for p in _TEXT_PREFIXES
+                  if p + 'embed_tokens.weight' in tensors), None)
     dtype = jnp.dtype(embed.dtype).name if embed is not None else 'float32'
   config = config_from_hf(hf, dtype=dtype)
-  return config, convert_hf_params(tensors, config, hf['model_type'])
+  views = _param_views(tensors, config, hf['model_type'])
+  if mesh is None:
+    return config, jax.tree.map(lambda x: _host_array(x, config), views)
+  shardings = sharding.param_shardings(Transformer(config), mesh, tuple(rules))
+  return config, jax.tree.map(lambda x, s: jax.device_put(_host_array(x, config), s), views,
+                              shardings)

@@ -1,4 +1,4 @@
-"""Building blocks of the transformer: embedding, RMSNorm, RoPE, soft-capping and the GeGLU MLP.
+"""Building blocks of the transformer: embedding, RMSNorm, RoPE, soft-capping and the gated MLP.
 
 Every parameter is created with logical axis names (`nn.with_logical_partitioning`) so that
 `bonjax.sharding` can place it on a mesh; the model itself never sees a mesh.
@@ -6,9 +6,15 @@ Every parameter is created with logical axis names (`nn.with_logical_partitionin
 
 from __future__ import annotations
 
+import functools
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from bonjax.models.config import GELU_TANH, LINEAR, SILU, RopeScaling
+
 
 def kernel_init(in_axes: tuple[int, ...], out_axes: tuple[int, ...]) -> nn.initializers.Initializer:
   """LeCun-normal initializer for an einsum kernel whose fan-in spans `in_axes`."""
@@ -23,15 +29,41 @@ def softcap(x: jax.Array, cap: float | None) -> jax.Array:
   return cap * jnp.tanh(x / cap)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+def rope_inv_freq(head_dim: int, base: float, scaling: RopeScaling | None = None) -> jax.Array:
+  """The head_dim // 2 inverse frequencies of RoPE, base**(-2i / head_dim), rescaled by `scaling`.
+
+  Without scaling this is the original RoPE. 'linear' divides them all by the factor; 'llama3'
+  (Llama 3.1's long-context recipe) divides those of wavelength above original_context_len /
+  low_freq_factor, keeps those below original_context_len / high_freq_factor and interpolates
+  linearly in original_context_len / wavelength between the two.
+  """
+  half = head_dim // 2
+  inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) * 2 / head_dim)
+  if scaling is None:
+    return inv_freq
+  if scaling.kind == LINEAR:
+    return inv_freq / scaling.factor
+  wavelength = 2 * math.pi / inv_freq
+  context = scaling.original_context_len
+  long_wavelength = context / scaling.low_freq_factor  # beyond it: divided by the factor
+  short_wavelength = context / scaling.high_freq_factor  # below it: unchanged
+  smooth = ((context / wavelength - scaling.low_freq_factor)
+            / (scaling.high_freq_factor - scaling.low_freq_factor))
+  ramp = (1 - smooth) * inv_freq / scaling.factor + smooth * inv_freq
+  scaled = jnp.where(wavelength > long_wavelength, inv_freq / scaling.factor, inv_freq)
+  return jnp.where((wavelength >= short_wavelength) & (wavelength <= long_wavelength), ramp,
+                   scaled)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float,
+               scaling: RopeScaling | None = None) -> jax.Array:
   """Rotary position embedding of x [B, L, heads, head_dim] at positions [B, L].
 
   The head dimension is split in two halves (x1, x2) that rotate as the real and imaginary parts
-  of complex numbers; pair i turns by angle position / base**(2i / head_dim). This is the
+  of complex numbers; pair i turns by angle position * rope_inv_freq(...)[i]. This is the
   half-split convention of Gemma (and of Hugging Face's `rotate_half`), not the interleaved one.
   """
-  half = x.shape[-1] // 2
-  inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) * 2 / x.shape[-1])
+  inv_freq = rope_inv_freq(x.shape[-1], base, scaling)
   angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, L, half]
   sin = jnp.sin(angles)[:, :, None, :]  # broadcast over heads
   cos = jnp.cos(angles)[:, :, None, :]
@@ -41,55 +73,76 @@ def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
 
 
 class RMSNorm(nn.Module):
-  """Root-mean-square norm with Gemma's (1 + scale) gain: a zero-initialized scale is identity."""
+  """Root-mean-square norm over the last axis, with a learned gain per feature.
+
+  unit_offset=True: Gemma's (1 + scale) gain, scale initialized to zero (identity). False: the
+  Llama / Qwen gain `scale`, initialized to one, applied after casting back to the input dtype
+  as they do. `axis_name` is the logical name of the normalized axis (for sharding).
+  """
 
   eps: float = 1e-6
   param_dtype: jnp.dtype = jnp.float32
+  unit_offset: bool = True
+  axis_name: str = 'embed'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    scale = self.param('scale', nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                             ('embed',)),
+    init = nn.initializers.zeros_init() if self.unit_offset else nn.initializers.ones_init()
+    scale = self.param('scale', nn.with_logical_partitioning(init, (self.axis_name,)),
                        (x.shape[-1],), self.param_dtype)
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-    return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+    if self.unit_offset:
+      return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+    return scale.astype(x.dtype) * normed.astype(x.dtype)
 
 
 class Embedder(nn.Module):
-  """Tied token embedding: `encode` looks tokens up, `decode` maps activations to vocab logits."""
+  """Token embedding: `encode` looks tokens up, `decode` maps activations to vocab logits.
+
+  Tied (the default) decodes through the embedding table itself; untied through its own
+  'unembedding' table [V, D], laid out like the embedding so both decode the same way.
+  """
 
   vocab_size: int
   embed_dim: int
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  scale_inputs: bool = True
+  tied: bool = True
 
   def setup(self):
     # Std 1/sqrt(D): the input (scaled by sqrt(D)) then has unit-scale entries and the tied
     # output logits start with unit variance, so a fresh model starts near loss log(V).
-    init = nn.initializers.normal(stddev=self.embed_dim ** -0.5)
-    self.embedding = self.param(
-        'embedding', nn.with_logical_partitioning(init, ('vocab', 'embed')),
-        (self.vocab_size, self.embed_dim), self.param_dtype)
+    init = nn.with_logical_partitioning(nn.initializers.normal(stddev=self.embed_dim ** -0.5),
+                                        ('vocab', 'embed'))
+    shape = (self.vocab_size, self.embed_dim)
+    self.embedding = self.param('embedding', init, shape, self.param_dtype)
+    if not self.tied:
+      self.unembedding = self.param('unembedding', init, shape, self.param_dtype)
 
   def encode(self, tokens: jax.Array) -> jax.Array:
-    """tokens [B, L] -> activations [B, L, D], scaled by sqrt(D) as in Gemma."""
+    """tokens [B, L] -> activations [B, L, D], scaled by sqrt(D) as in Gemma if scale_inputs."""
     x = jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
+    if not self.scale_inputs:
+      return x
     # Gemma rounds the normalizer to the activation dtype; do the same so bf16 runs match it.
     return x * jnp.sqrt(self.embed_dim).astype(self.dtype)
 
   def decode(self, x: jax.Array) -> jax.Array:
-    """Activations [B, L, D] -> logits [B, L, V] through the transposed embedding table."""
-    return jnp.einsum('BLD,VD->BLV', x, self.embedding.astype(self.dtype))
+    """Activations [B, L, D] -> logits [B, L, V] through the (transposed) output table."""
+    table = self.embedding if self.tied else self.unembedding
+    return jnp.einsum('BLD,VD->BLV', x, table.astype(self.dtype))
 
 
 class FeedForward(nn.Module):
-  """GeGLU MLP: down(gelu_tanh(x @ gate) * (x @ up))."""
+  """Gated MLP: down(act(x @ gate) * (x @ up)); GeGLU with gelu_tanh, SwiGLU with silu."""
 
   embed_dim: int
   mlp_dim: int
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  activation: str = GELU_TANH
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -100,6 +153,7 @@ class FeedForward(nn.Module):
     gate = kernel('gate', (self.embed_dim, self.mlp_dim), ('embed', 'mlp'))
     up = kernel('up', (self.embed_dim, self.mlp_dim), ('embed', 'mlp'))
     down = kernel('down', (self.mlp_dim, self.embed_dim), ('mlp', 'embed'))
-    hidden = nn.gelu(x @ gate, approximate=True) * (x @ up)
+    act = nn.silu if self.activation == SILU else functools.partial(nn.gelu, approximate=True)
+    hidden = act(x @ gate) * (x @ up)
     hidden = nn.with_logical_constraint(hidden, ('batch', 'length', 'mlp'))
     return hidden @ down

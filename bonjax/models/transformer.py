@@ -1,9 +1,13 @@
-"""The Gemma-family decoder-only transformer, its parameter count and its training FLOPs.
+"""The decoder-only transformer (Gemma 1/2/3, Llama 3, Qwen3), its parameter count and FLOPs.
 
-    tokens -> embed * sqrt(D) -> num_layers x Block -> RMSNorm -> @ embedding.T -> (softcap) logits
+    tokens -> embed [* sqrt(D)] -> num_layers x Block -> RMSNorm -> @ (un)embedding.T
+           -> (softcap) logits
 
     Block(x) = x + [post_attn_norm](Attention(pre_attention_norm(x)))
-             then  + [post_ffw_norm](GeGLU(pre_ffw_norm(x)))
+             then  + [post_ffw_norm](GeGLU or SwiGLU(pre_ffw_norm(x)))
+
+The families differ only in config options (config.py): which norms exist and their gain form,
+query/key norms, per-layer-type RoPE, the MLP activation, embedding scaling, tying and biases.
 
 One module serves training (the whole sequence at once) and decoding (through a KV cache); both
 paths share the weights and the masking rule (`attention.attention_mask`).
@@ -20,13 +24,14 @@ import jax.numpy as jnp
 from bonjax.models import layers
 from bonjax.models.attention import Attention, LayerCache, attention_mask
 from bonjax.models.cache import Cache
-from bonjax.models.config import LOCAL, TransformerConfig
+from bonjax.models.config import GLOBAL, LOCAL, TransformerConfig
 
 
 class Block(nn.Module):
-  """One pre-norm transformer layer: attention then GeGLU MLP, each added to the residual."""
+  """One pre-norm transformer layer: attention then gated MLP, each added to the residual."""
 
   config: TransformerConfig
+  attention_type: str = GLOBAL
 
   @nn.compact
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
@@ -34,17 +39,19 @@ class Block(nn.Module):
                prefix: LayerCache | None = None, prefix_mask: jax.Array | None = None
                ) -> tuple[jax.Array, LayerCache | None]:
     cfg = self.config
-    norm = functools.partial(layers.RMSNorm, eps=cfg.norm_eps, param_dtype=cfg.param_dtype)
+    norm = functools.partial(layers.RMSNorm, eps=cfg.norm_eps, param_dtype=cfg.param_dtype,
+                             unit_offset=cfg.norm_unit_offset)
 
     h = norm(name='pre_attention_norm')(x)
-    h, layer_cache = Attention(cfg, name='attn')(h, positions, mask, layer_cache, cache_index,
-                                                 prefix, prefix_mask)
+    h, layer_cache = Attention(cfg, self.attention_type, name='attn')(
+        h, positions, mask, layer_cache, cache_index, prefix, prefix_mask)
     if cfg.use_post_attn_norm:
       h = norm(name='post_attention_norm')(h)
     x = x + h
 
     h = norm(name='pre_ffw_norm')(x)
-    h = layers.FeedForward(cfg.embed_dim, cfg.mlp_dim, cfg.dtype, cfg.param_dtype, name='mlp')(h)
+    h = layers.FeedForward(cfg.embed_dim, cfg.mlp_dim, cfg.dtype, cfg.param_dtype, cfg.activation,
+                           name='mlp')(h)
     if cfg.use_post_ffw_norm:
       h = norm(name='post_ffw_norm')(h)
     x = x + h
@@ -54,13 +61,16 @@ class Block(nn.Module):
 class Transformer(nn.Module):
   """Decoder-only transformer; `__call__` documents the calling convention.
 
-  Parameters: {'embedder': {'embedding': [V, D]},
-               'layer_{i}': {'pre_attention_norm', 'attn': {'q', 'k', 'v', 'o'},
+  Parameters: {'embedder': {'embedding': [V, D], ['unembedding': [V, D]]},
+               'layer_{i}': {'pre_attention_norm', 'attn': {'q', 'k', 'v', 'o', ['q_norm',
+                             'k_norm'], ['q_bias', 'k_bias', 'v_bias', 'o_bias']},
                              ['post_attention_norm'], 'pre_ffw_norm',
                              'mlp': {'gate', 'up', 'down'}, ['post_ffw_norm']},
                'final_norm': {'scale': [D]}}
-  with q [D, N, H], k and v [D, K, H], o [N, H, D], gate and up [D, F], down [F, D] and every norm
-  {'scale': [D]} (applied as 1 + scale).
+  with q [D, N, H], k and v [D, K, H], o [N, H, D], gate and up [D, F], down [F, D], every norm
+  {'scale': [D]} ([H] for q_norm / k_norm; applied as 1 + scale, or as scale when not
+  config.norm_unit_offset), biases [N, H], [K, H], [K, H], [D]; bracketed ones only when the
+  config asks for them (tie_embeddings=False, qk_norm, attention_bias, the post-norms).
   """
 
   config: TransformerConfig
@@ -73,6 +83,7 @@ class Transformer(nn.Module):
       input_mask: jax.Array | None = None,
       cache: Cache | None = None,
       return_hidden: bool = False,
+      segment_ids: jax.Array | None = None,
   ) -> jax.Array | tuple[jax.Array, Cache]:
     """Runs the model on tokens int32 [B, L].
 
@@ -86,14 +97,25 @@ class Transformer(nn.Module):
       cache: None for the training forward; otherwise a cache from `init_cache` (or
         `share_prefix`) into which the tokens are written at slots [cache['index'],
         cache['index'] + L). Tokens also attend to the cache's shared prefix, if it has one.
-      return_hidden: return the final-normed hidden states [B, L, embed_dim] (what the tied
+      return_hidden: return the final-normed hidden states [B, L, embed_dim] (what the
         output projection reads) instead of the logits, e.g. for a reward model's scalar head.
+      segment_ids: int32 [B, L] for packed rows (training forward only, no cache): a token
+        attends only to earlier tokens of the same segment id, so several sequences packed into
+        one row (each with positions restarting at 0) are computed as if run alone. None: one
+        sequence per row.
 
     Returns:
       float32 logits [B, L, vocab_size] (or the hidden states); with a cache, (that, updated cache).
     """
     cfg = self.config
     batch, length = tokens.shape
+    if segment_ids is not None:
+      if cache is not None:
+        raise ValueError('segment_ids is for the training forward of packed rows; it cannot be'
+                         ' combined with a cache (decode one sequence per row instead)')
+      if segment_ids.shape != tokens.shape:
+        raise ValueError(f'segment_ids has shape {segment_ids.shape}, but tokens have shape'
+                         f' {tokens.shape}')
     start = jnp.zeros((), jnp.int32) if cache is None else cache['index']
     prefix = None if cache is None else cache.get('prefix')
     if prefix is not None:
@@ -116,12 +138,13 @@ class Transformer(nn.Module):
       key_positions = jax.lax.dynamic_update_slice(cache['positions'], token_positions, (0, start))
     # One mask per attention type, shared by all layers of that type.
     windows = {t: cfg.sliding_window if t == LOCAL else None for t in cfg.layer_attention_types}
-    masks = {t: attention_mask(positions, key_positions, w) for t, w in windows.items()}
+    masks = {t: attention_mask(positions, key_positions, w, segment_ids)
+             for t, w in windows.items()}
     if prefix is not None:
       prefix_masks = {t: attention_mask(positions, prefix_positions, w) for t, w in windows.items()}
 
     embedder = layers.Embedder(cfg.vocab_size, cfg.embed_dim, cfg.dtype, cfg.param_dtype,
-                               name='embedder')
+                               cfg.scale_embeddings, cfg.tie_embeddings, name='embedder')
     x = embedder.encode(tokens)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
 
@@ -130,12 +153,12 @@ class Transformer(nn.Module):
     for i, attention_type in enumerate(cfg.layer_attention_types):
       layer_cache = None if cache is None else cache['layers'][i]
       prefix_args = () if prefix is None else (prefix['layers'][i], prefix_masks[attention_type])
-      x, layer_cache = block_cls(cfg, name=f'layer_{i}')(
+      x, layer_cache = block_cls(cfg, attention_type, name=f'layer_{i}')(
           x, positions, masks[attention_type], layer_cache, None if cache is None else start,
           *prefix_args)
       new_layer_caches.append(layer_cache)
 
-    x = layers.RMSNorm(cfg.norm_eps, cfg.param_dtype, name='final_norm')(x)
+    x = layers.RMSNorm(cfg.norm_eps, cfg.param_dtype, cfg.norm_unit_offset, name='final_norm')(x)
     if return_hidden:
       logits = x
     else:
@@ -164,9 +187,10 @@ def flops_per_token(config: TransformerConfig, seq_len: int) -> float:
   6 * N + 12 * sum over layers of (num_heads * head_dim * context), as in the PaLM paper
   (Chowdhery et al. 2022, appendix B): N parameters cost 2 FLOPs each per token forward and 4
   backward; the attention scores and the weighted sum of values each cost 2 * N*H * context per
-  token forward, tripled for the backward. N includes the embedding table, which is the (tied)
-  output projection; the context is seq_len (not halved for causality, as in PaLM) and at most
-  sliding_window on local layers.
+  token forward, tripled for the backward. N includes the output projection (the embedding
+  table when tied) but not an untied input embedding table, which is only looked up; the
+  context is seq_len (not halved for causality, as in PaLM) and at most sliding_window on local
+  layers.
   """
   if seq_len <= 0:
     raise ValueError(f'seq_len must be positive, got {seq_len}')
@@ -174,4 +198,7 @@ def flops_per_token(config: TransformerConfig, seq_len: int) -> float:
   for attention_type in config.layer_attention_types:
     context = seq_len if attention_type != LOCAL else min(seq_len, config.sliding_window)
     attention += 12 * config.num_heads * config.head_dim * context
-  return float(6 * param_count(config) + attention)
+  matmul_params = param_count(config)
+  if not config.tie_embeddings:
+    matmul_params -= config.vocab_size * config.embed_dim
+  return float(6 * matmul_params + attention)

@@ -1,6 +1,7 @@
 """Tests of the config presets and their validation."""
 
 import dataclasses
+import json
 
 import jax.numpy as jnp
 import pytest
@@ -42,10 +43,28 @@ def test_dtypes_are_normalized_to_names():
     (dict(attention_types=('local',), sliding_window=None), 'sliding_window'),
     (dict(attention_types=('sliding',)), r"unknown attention types \['sliding'\]"),
     (dict(final_logits_softcap=-1.0), 'final_logits_softcap must be positive'),
+    (dict(activation='relu'), r"unknown activation 'relu'"),
+    (dict(local_rope_base=0.0), 'local_rope_base must be positive'),
+    (dict(rope_scaling={'kind': 'yarn', 'factor': 2.0}), r"unknown RoPE scaling 'yarn'"),
+    (dict(rope_scaling={'kind': 'linear', 'factor': 0.0}), 'factor must be positive'),
+    (dict(rope_scaling={'kind': 'llama3', 'factor': 8.0, 'low_freq_factor': 4.0,
+                        'high_freq_factor': 1.0}), 'low_freq_factor < high_freq_factor'),
 ])
 def test_bad_configs_raise_clear_errors(change, message):
   with pytest.raises(ValueError, match=message):
     dataclasses.replace(models.get_config('tiny'), **change)
+
+
+def test_rope_scaling_of_the_wrong_type_raises_type_error():
+  with pytest.raises(TypeError, match='rope_scaling must be a RopeScaling'):
+    dataclasses.replace(models.get_config('tiny'), rope_scaling=8.0)
+
+
+def test_configs_round_trip_through_json():
+  # As the reward model saves its config: dataclasses.asdict -> JSON -> TransformerConfig(**d).
+  for name in ('gemma3_4b', 'llama3_1_8b', 'qwen3_8b'):
+    cfg = models.get_config(name)
+    assert models.TransformerConfig(**json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
 
 
 def test_bad_dtype_raises_type_error():

@@ -17,12 +17,25 @@ TINY = models.get_config('tiny')
 GEMMA2_STYLE = dict(attention_types=('local', 'global'), sliding_window=3, attn_logits_softcap=5.0,
                     final_logits_softcap=3.0, use_post_attn_norm=True, use_post_ffw_norm=True,
                     query_pre_attn_scalar=24)
+# Gemma 3: query/key norms, local and global layers with their own RoPE bases, linearly scaled
+# global RoPE, no soft-caps (2 layers, not the 5 : 1 pattern, to compile fast).
+GEMMA3_STYLE = dict(attention_types=('local', 'global'), sliding_window=3,
+                    use_post_attn_norm=True, use_post_ffw_norm=True, query_pre_attn_scalar=24,
+                    qk_norm=True, rope_base=1e6, local_rope_base=1e4,
+                    rope_scaling=models.RopeScaling('linear', 8.0))
+# Llama 3 / Qwen3: SwiGLU, plain norm gains, no embedding scaling, an untied head, attention
+# biases, query/key norms and llama3 RoPE scaling all at once.
+LLAMA_STYLE = dict(activation='silu', norm_unit_offset=False, scale_embeddings=False,
+                   tie_embeddings=False, attention_bias=True, qk_norm=True, rope_base=5e5,
+                   rope_scaling=models.RopeScaling('llama3', 32.0))
 CONFIGS = {
     f'{kind}{"-gemma2" if gemma2 else ""}': dataclasses.replace(
         TINY, num_kv_heads=kv_heads, **(GEMMA2_STYLE if gemma2 else {}))
     for kind, kv_heads in (('mha', 4), ('gqa', 2), ('mqa', 1))
     for gemma2 in (False, True)
 }
+CONFIGS['gqa-gemma3'] = dataclasses.replace(TINY, **GEMMA3_STYLE)
+CONFIGS['mqa-llama'] = dataclasses.replace(TINY, num_kv_heads=1, **LLAMA_STYLE)
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,7 +53,9 @@ def _init(cfg, seed=0):
 
   def draw(path, x):
     name = path[-1].key
-    std = 1.0 if name == 'embedding' else 0.1 if name == 'scale' else x.shape[0] ** -0.5
+    if name == 'scale':  # Around the identity gain: 0 for (1 + scale) norms, 1 for plain ones.
+      return jnp.asarray(rng.normal(0.0 if cfg.norm_unit_offset else 1.0, 0.1, x.shape), x.dtype)
+    std = 1.0 if 'embedding' in name else 0.1 if name.endswith('bias') else x.shape[0] ** -0.5
     return jnp.asarray(rng.normal(0.0, std, x.shape), x.dtype)
 
   return model, jax.tree_util.tree_map_with_path(draw, shapes)
@@ -79,7 +94,7 @@ def test_forward_equals_prefill_then_decode(name):
   assert int(cache['index']) == total
 
 
-@pytest.mark.parametrize('name', ['gqa', 'mqa-gemma2'])
+@pytest.mark.parametrize('name', ['gqa', 'mqa-gemma2', 'mqa-llama'])
 def test_right_padded_prompts_of_different_lengths_decode_like_unpadded(name):
   cfg = CONFIGS[name]
   _, params = _init(cfg)
@@ -132,6 +147,46 @@ def test_padding_tokens_do_not_affect_real_logits():
     assert jnp.all(jnp.isfinite(logits))
 
 
+@pytest.mark.parametrize('name', ['gqa', 'mqa-gemma2'])
+def test_packed_segments_compute_as_if_each_ran_alone(name):
+  """A row packing three sequences (positions restarting at 0, then padding), laid out as
+  `data.batching.sft_batch` does, gives each sequence the logits it gets unpacked."""
+  cfg = CONFIGS[name]
+  _, params = _init(cfg)
+  apply = _jit_apply(cfg)
+  lengths, row_len = [4, 5, 2], 13
+  sequences = [_tokens((1, n), seed=20 + i) for i, n in enumerate(lengths)]
+  padding = row_len - sum(lengths)
+  tokens = jnp.concatenate(sequences + [jnp.zeros((1, padding), jnp.int32)], axis=1)
+  segment_ids = jnp.asarray(np.repeat([1, 2, 3, 0], lengths + [padding]))
+  positions = jnp.asarray(
+      np.concatenate([np.arange(n) for n in lengths] + [np.zeros(padding, int)]), jnp.int32)
+  packed = apply({'params': params}, tokens, positions=positions[None],
+                 input_mask=segment_ids[None] > 0, segment_ids=segment_ids[None])
+
+  start = 0
+  for sequence, n in zip(sequences, lengths):
+    alone = apply({'params': params}, sequence)
+    chex.assert_trees_all_close(packed[:, start:start + n], alone, atol=1e-5, rtol=1e-5)
+    start += n
+  # Without segment ids the later sequences see the earlier ones: the test can fail.
+  unmasked = apply({'params': params}, tokens, positions=positions[None],
+                   input_mask=segment_ids[None] > 0)
+  assert not np.allclose(unmasked[:, lengths[0]:sum(lengths)],
+                         packed[:, lengths[0]:sum(lengths)], atol=1e-3)
+
+
+def test_segment_ids_with_a_cache_or_of_the_wrong_shape_raise():
+  cfg = CONFIGS['gqa']
+  model, params = _init(cfg)
+  tokens = _tokens((2, 4))
+  with pytest.raises(ValueError, match='segment_ids.*cannot be combined with a cache'):
+    model.apply({'params': params}, tokens, cache=models.init_cache(cfg, 2, 4),
+                segment_ids=jnp.ones((2, 4), jnp.int32))
+  with pytest.raises(ValueError, match=r'segment_ids has shape \(2, 3\)'):
+    model.apply({'params': params}, tokens, segment_ids=jnp.ones((2, 3), jnp.int32))
+
+
 def test_return_hidden_gives_the_states_the_tied_projection_reads():
   cfg = CONFIGS['gqa']
   model, params = _init(cfg)
@@ -161,7 +216,7 @@ def test_repeat_cache_gives_each_copy_the_same_continuation():
   chex.assert_trees_all_close(repeated_logits, jnp.repeat(logits, 3, axis=0), atol=1e-6)
 
 
-@pytest.mark.parametrize('name', ['gqa', 'mqa-gemma2'])
+@pytest.mark.parametrize('name', ['gqa', 'mqa-gemma2', 'gqa-gemma3'])
 def test_a_shared_prefix_decodes_as_its_repeated_copy_would(name):
   """share_prefix(prefix, n) == repeat_cache(prefix, n), for one-token and chunked steps and
   across grow_cache; with a sliding window shorter than the prefix on gemma2-style layers."""
@@ -248,6 +303,22 @@ PUBLISHED_PARAM_COUNTS = {
     'gemma_7b': 8_537_680_896,
     'gemma2_2b': 2_614_341_888,
     'gemma2_9b': 9_241_705_984,
+    # The newer families: `num_parameters()` of the transformers model (Gemma3ForCausalLM,
+    # Qwen3ForCausalLM, LlamaForCausalLM) built from each release's config.json (the URLs are
+    # in bonjax/models/config.py; text_config for Gemma 3 4B / 12B, whose cards count the
+    # vision tower too), tied embeddings counted once. They agree with the model cards: Gemma 3
+    # 1B "1B"; Qwen3 "0.6B" (0.44B without embeddings), "1.7B", "4.0B", "8.2B"; Llama 3.2 "1.23B",
+    # "3.21B"; Llama 3.1 "8.03B".
+    'gemma3_1b': 999_885_952,
+    'gemma3_4b': 3_880_263_168,
+    'gemma3_12b': 11_766_034_176,
+    'qwen3_0_6b': 596_049_920,
+    'qwen3_1_7b': 1_720_574_976,
+    'qwen3_4b': 4_022_468_096,
+    'qwen3_8b': 8_190_735_360,
+    'llama3_2_1b': 1_235_814_400,
+    'llama3_2_3b': 3_212_749_824,
+    'llama3_1_8b': 8_030_261_248,
 }
 
 
@@ -280,5 +351,9 @@ def test_flops_per_token_formula():
   g2 = models.get_config('gemma2_2b')
   grow = models.flops_per_token(g2, 8192) - models.flops_per_token(g2, 4096)
   assert grow == 12 * 13 * 8 * 256 * 4096
+  # An untied input table is only looked up: its parameters cost no matmul FLOPs.
+  qwen = models.get_config('qwen3_8b')
+  assert models.flops_per_token(qwen, 1) == (
+      6 * (models.param_count(qwen) - 151_936 * 4096) + 12 * 36 * 32 * 128)
   with pytest.raises(ValueError, match='seq_len'):
     models.flops_per_token(cfg, 0)

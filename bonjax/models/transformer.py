@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from bonjax.models import layers
+from bonjax.models import params as params_lib
 from bonjax.models.attention import Attention, LayerCache, attention_mask
 from bonjax.models.cache import Cache
 from bonjax.models.config import GLOBAL, LOCAL, TransformerConfig
@@ -175,10 +176,7 @@ class Transformer(nn.Module):
 @functools.lru_cache(maxsize=None)
 def param_count(config: TransformerConfig) -> int:
   """Number of parameters, from shapes alone (`jax.eval_shape`: nothing is allocated)."""
-  shapes = jax.eval_shape(Transformer(config).init, jax.random.key(0),
-                          jnp.zeros((1, 1), jnp.int32))
-  leaves = jax.tree.leaves(nn.unbox(shapes['params']))
-  return sum(leaf.size for leaf in leaves)
+  return sum(leaf.size for leaf in jax.tree.leaves(params_lib.abstract_params(Transformer(config))))
 
 
 def flops_per_token(config: TransformerConfig, seq_len: int) -> float:

@@ -1,6 +1,6 @@
 """A small end-to-end Best-of-N experiment that runs on a laptop CPU in a few minutes.
 
-    bonjax_arith (generated) --`train` Sft-->  pi_0                       <workdir>/sft
+    bonjax_strategies (generated) --`train` Sft-->  pi_0                  <workdir>/sft
       --`train` PolicyGradient('rloo')----------------> pi_rl            <workdir>/rl
       --`train` PolicyGradient('bon_rl_s', bon_n)-----> pi_bon           <workdir>/bon_rl
     each evaluated by the loop on the test problems with eval_n samples each: pass@k, BoN@k
@@ -11,6 +11,12 @@ itself resumes where it stopped. Both RL arms start from the same pi_0, see the 
 the same sample keys; they differ only in the method's per-sample weights (docs/bon_math.md §5.1,
 §5.2). With the oracle verifier (answer match selects and rewards) BoN-RL optimizes pass@bon_n
 instead of pass@1.
+
+The default task, `bonjax_strategies` (bonjax/data/strategies.py), is designed for this and says
+so: each problem's answer follows one of three rules of reliability 0.5 / 0.3 / 0.2, and the
+question does not say which. Standard RL should converge on the most reliable rule (pass@1 up,
+pass@N down towards 0.5); BoN-aware RL should keep the rules spread over its samples (pass@N up).
+`DemoConfig.dataset = 'bonjax_arith'` runs the same experiment on the arithmetic word problems.
 
 Writes <workdir>/results.json and <workdir>/pass_at_k.png; prints a table.
 """
@@ -34,27 +40,28 @@ from bonjax import train as train_lib
 class DemoConfig:
   """Every knob of the demo (gin binds these through `run_demo`)."""
 
-  difficulty: str = 'easy'
+  dataset: str = 'bonjax_strategies'
+  difficulty: str = 'easy'  # of bonjax_arith
   num_train: int = 4000
   num_test: int = 128
-  vocab_size: int = 384
+  vocab_size: int = 340
   num_layers: int = 3
   embed_dim: int = 128
   num_heads: int = 4
   num_kv_heads: int = 2
   mlp_dim: int = 384
-  max_prompt_len: int = 48
-  max_new_tokens: int = 56
-  sft_steps: int = 500
+  max_prompt_len: int = 16
+  max_new_tokens: int = 24
+  sft_steps: int = 300
   sft_batch_size: int = 32
   sft_learning_rate: float = 3e-3
-  rl_steps: int = 30
+  rl_steps: int = 60
   rl_prompts: int = 16
   samples_per_prompt: int = 8
   bon_n: int = 4
-  rl_learning_rate: float = 3e-5
+  rl_learning_rate: float = 1e-4
   temperature: float = 1.0
-  eval_n: int = 16
+  eval_n: int = 32
   seed: int = 0
 
 
@@ -70,19 +77,24 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(),
              log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the experiment; returns (and saves) {arm: {'ks': [...], 'pass_at_k': [...], ...}}."""
   start = time.time()
+  name = f'demo_{config.num_train}_{config.num_test}_{config.seed}'
+  if config.dataset == 'bonjax_arith':
+    builder_config = data.ArithConfig(
+        name=f'{name}_{config.difficulty}', difficulty=config.difficulty, seed=config.seed,
+        num_train=config.num_train, num_test=config.num_test)
+  else:
+    builder_config = data.StrategiesConfig(name=name, seed=config.seed,
+                                           num_train=config.num_train, num_test=config.num_test)
   task = data.Task(
-      config=data.ArithConfig(
-          name=f'demo_{config.difficulty}_{config.num_train}_{config.num_test}_{config.seed}',
-          difficulty=config.difficulty, seed=config.seed, num_train=config.num_train,
-          num_test=config.num_test),
+      config.dataset, config=builder_config,
       data_dir=os.path.join(workdir, 'data'), vocab_size=config.vocab_size,
       max_prompt_len=config.max_prompt_len, max_target_len=config.max_new_tokens)
   model = models.Transformer(dataclasses.replace(
       models.get_config('tiny'), vocab_size=config.vocab_size, num_layers=config.num_layers,
       embed_dim=config.embed_dim, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
       head_dim=config.embed_dim // config.num_heads, mlp_dim=config.mlp_dim))
-  log(f'model: {models.param_count(model.config):,} parameters; task: bonjax_arith '
-      f'{config.difficulty}, {config.num_train} train / {config.num_test} test problems')
+  log(f'model: {models.param_count(model.config):,} parameters; task: {config.dataset}, '
+      f'{config.num_train} train / {config.num_test} test problems')
   sampler = sampling.Temperature(config.temperature)
   oracle = verifiers.AnswerMatch()
   common = dict(model=model, task=task, seed=config.seed, reward=oracle, verifier=oracle,
@@ -142,7 +154,7 @@ def _plot(report, config, path):
   ax.set_xscale('log', base=2)
   ax.set_xlabel('k (samples)')
   ax.set_ylabel('pass@k')
-  ax.set_title(f'bonjax_arith/{config.difficulty}: BoN-RL (n={config.bon_n}) vs RL')
+  ax.set_title(f'{config.dataset}: BoN-RL (n={config.bon_n}) vs RL')
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()

@@ -81,24 +81,36 @@ def write_npz(path: str, config: models.TransformerConfig, params: Any,
            prompts=np.asarray(prompts, np.int32), **arrays)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--out', required=True, help='the .npz to write')
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags `model_from_flags` reads: the model's shape, the prompts' shape and the seed."""
   parser.add_argument('--vocab_size', type=int, default=512)
   parser.add_argument('--num_layers', type=int, default=4)
   parser.add_argument('--embed_dim', type=int, default=256)
   parser.add_argument('--num_heads', type=int, default=4)
   parser.add_argument('--num_kv_heads', type=int, default=2)
   parser.add_argument('--head_dim', type=int, default=64)
-  parser.add_argument('--mlp_dim', type=int, default=None)
+  parser.add_argument('--mlp_dim', type=int, default=None, help='default: ~8/3 embed_dim')
   parser.add_argument('--num_prompts', type=int, default=4)
   parser.add_argument('--prompt_len', type=int, default=16)
   parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args()
+
+
+def model_from_flags(args: argparse.Namespace
+                     ) -> tuple[models.TransformerConfig, Any, np.ndarray]:
+  """(config, random params, prompts) as the `add_model_flags` flags say."""
   config = benchmark_config(args.vocab_size, args.num_layers, args.embed_dim, args.num_heads,
                             args.num_kv_heads, args.head_dim, args.mlp_dim)
   prompts = benchmark_prompts(config, args.num_prompts, args.prompt_len, args.seed)
-  write_npz(args.out, config, init_params(config, args.seed), prompts, args.seed)
+  return config, init_params(config, args.seed), prompts
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--out', required=True, help='the .npz to write')
+  add_model_flags(parser)
+  args = parser.parse_args()
+  config, params, prompts = model_from_flags(args)
+  write_npz(args.out, config, params, prompts, args.seed)
   print(f'wrote {args.out}: {config}')
 
 

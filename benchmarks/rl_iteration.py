@@ -122,28 +122,17 @@ def run_tunix(python: str, npz: str, *, num_samples: int, max_new_tokens: int,
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--vocab_size', type=int, default=512)
-  parser.add_argument('--num_layers', type=int, default=4)
-  parser.add_argument('--embed_dim', type=int, default=256)
-  parser.add_argument('--num_heads', type=int, default=4)
-  parser.add_argument('--num_kv_heads', type=int, default=2)
-  parser.add_argument('--head_dim', type=int, default=64)
-  parser.add_argument('--num_prompts', type=int, default=4)
-  parser.add_argument('--prompt_len', type=int, default=16)
+  bridge.add_model_flags(parser)
   parser.add_argument('--num_samples', type=int, default=16)
   parser.add_argument('--max_new_tokens', type=int, default=64)
   parser.add_argument('--learning_rate', type=float, default=1e-4)
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--iterations', type=int, default=5)
-  parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--tunix_python', default=DEFAULT_TUNIX_PYTHON)
   parser.add_argument('--npz', default=None, help='where to write the model (default: a temp file)')
   args = parser.parse_args()
 
-  config = bridge.benchmark_config(args.vocab_size, args.num_layers, args.embed_dim,
-                                   args.num_heads, args.num_kv_heads, args.head_dim)
-  params = bridge.init_params(config, args.seed)
-  prompts = bridge.benchmark_prompts(config, args.num_prompts, args.prompt_len, args.seed)
+  config, params, prompts = bridge.model_from_flags(args)
   workload = dict(num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
                   learning_rate=args.learning_rate, warmup=args.warmup,
                   iterations=args.iterations)

@@ -2,7 +2,7 @@
 weights in a step, and one whole RL iteration with a code verifier, all measured in one run.
 
     PYTHONPATH=. python benchmarks/train_step.py
-    PYTHONPATH=. python benchmarks/train_step.py --sizes=small --repeats=3 --skip_tunix
+    PYTHONPATH=. python benchmarks/train_step.py --sizes=small --repeats=3
 
 Work: 4 prompts of 16 tokens x M = 16 samples x 64 new tokens (rows of 79 tokens), float32.
 Models (random weights): small: 4 layers, d_model 256; large: 8 layers, d_model 512 (as in
@@ -16,19 +16,15 @@ benchmarks/sampling.py). Reported:
      rollout in 4 chunks whose verification overlaps the next chunk's decoding: the time split
      into sampling / verifying / updating and the share of the iteration the device waits for
      the host (target < 20%).
-  4. the same iteration against Tunix's GRPOLearner on the same model shape, weights and
-     workload, timed in its own venv by benchmarks/tunix_grpo.py (target bonjax >= 2x).
+The whole iteration against Tunix's GRPOLearner (same model, weights and workload, in its own
+venv) is benchmarks/rl_iteration.py.
 Times are medians of --repeats runs after a warm-up (compile); ratios are within this run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 
 import jax
@@ -134,42 +130,11 @@ def rl_iteration(config, repeats, verifier) -> dict[str, float]:
   return {k: statistics.median(r[k] for r in runs[1:]) for k in runs[0]}
 
 
-class _LengthReward(verifiers.Verifier):
-  """A reward that costs nothing: the completion's length in characters."""
-
-  name = 'length'
-
-  def score_one(self, prompt, completion, metadata) -> float:
-    return float(len(completion))
-
-
-def tunix_iteration(config, args) -> float | None:
-  """Seconds per Tunix GRPO iteration on the same weights, or None if its venv is missing."""
-  python = os.path.join(os.path.dirname(__file__), '.venv-tunix', 'bin', 'python')
-  if not os.path.exists(python):
-    print(f'  (no Tunix venv at {python}: run benchmarks/tunix_venv.sh first)')
-    return None
-  npz = os.path.join(args.scratch, 'bonjax_weights.npz')
-  subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), '_bonjax_to_npz.py'),
-                  f'--out={npz}', f'--num_layers={config.num_layers}',
-                  f'--embed_dim={config.embed_dim}', f'--num_heads={config.num_heads}',
-                  f'--num_kv_heads={config.num_kv_heads}', f'--head_dim={config.head_dim}',
-                  f'--mlp_dim={config.mlp_dim}', f'--vocab_size={config.vocab_size}'], check=True)
-  result = subprocess.run([python, os.path.join(os.path.dirname(__file__), 'tunix_grpo.py'),
-                           f'--npz={npz}', '--warmup=1', f'--iterations={args.repeats}'],
-                          check=True, capture_output=True, text=True)
-  line = [l for l in result.stdout.splitlines() if l.startswith('{')][-1]
-  return float(json.loads(line)['tunix_seconds_per_iteration'])
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--sizes', default='small,large')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--skip_tunix', action='store_true')
-  parser.add_argument('--scratch', default='/tmp/bonjax_train_bench')
   args = parser.parse_args()
-  os.makedirs(args.scratch, exist_ok=True)
   peak = sampling_bench.peak_flops(args.repeats)
   print(f'roofline: 1024^3 float32 jnp.dot = {peak / 1e9:.1f} GFLOP/s')
   for size in args.sizes.split(','):
@@ -191,13 +156,6 @@ def main() -> None:
           f'{it["sampling"]:.2f} s + updating {it["updating"]:.2f} s, verifying '
           f'{it["verifying"]:.2f} s of host work of which the device waited '
           f'{it["device_waits"]:.2f} s ({it["device_waits"] / it["iteration"]:.0%} idle)')
-    if not args.skip_tunix:
-      tunix = tunix_iteration(config, args)
-      if tunix is not None:
-        # The same cheap Python reward as the Tunix run, so that only the two libraries differ.
-        cheap = rl_iteration(config, args.repeats, _LengthReward())
-        print(f'4. one iteration with a cheap reward: Tunix GRPOLearner {tunix:.2f} s, bonjax '
-              f'{cheap["iteration"]:.2f} s: bonjax is {tunix / cheap["iteration"]:.2f}x faster')
 
 
 if __name__ == '__main__':

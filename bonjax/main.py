@@ -10,6 +10,10 @@ Every configurable is registered in `bonjax.registry`; `--gin_file` paths (and t
 are relative to the working directory, so run from the repository root. A configuration error
 (a wrong binding, an unknown name, a bad value, a foreign workdir) prints one line naming the
 problem and exits with status 2, having written nothing; `--traceback` shows the whole trace.
+
+A multi-process job (a TPU pod slice, SLURM, MPI) runs the same command in every process, with the
+same --workdir on a filesystem they share: the processes connect first, each reads its share of
+every batch, and process 0 prepares the data and writes the metrics.
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ def main(argv: Sequence[str]) -> None:
   if not FLAGS['verbosity'].present:
     # Orbax logs every save at INFO: keep the console to warnings and the progress bar.
     logging.set_verbosity(logging.WARNING)
-  # Imported here, not at the top: it imports jax, and `bonjax --help` should stay instant.
+  # Imported here, not at the top: they import jax, and `bonjax --help` should stay instant.
+  from bonjax import sharding  # pylint: disable=g-import-not-at-top
+  # One process of a multi-process job (a TPU pod slice, SLURM, MPI) joins the others first.
+  sharding.initialize_distributed()
   from bonjax import registry  # pylint: disable=g-import-not-at-top
   try:
     registry.parse_config(FLAGS.gin_file, FLAGS.gin_bindings)

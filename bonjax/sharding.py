@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -133,6 +134,38 @@ def logical_to_sharding(logical_specs: Any, mesh: Mesh, rules: LogicalRules = DE
 def batch_sharding(mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> NamedSharding:
   """Sharding of a batch [B, ...]: the leading axis over the 'batch' mesh axes, the rest whole."""
   return logical_to_sharding(PartitionSpec('batch'), mesh, rules)
+
+
+def batch_shard_count(mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> int:
+  """How many data-parallel shards a batch splits into (the product of its batch mesh axes)."""
+  spec = batch_sharding(mesh, rules).spec
+  axes = spec[0] if spec else None
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+  return int(np.prod([mesh.shape[axis] for axis in axes]))
+
+
+def host_rows_to_global(rows: np.ndarray, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES, *,
+                        name: str = 'batch') -> jax.Array:
+  """This process's rows [b, ...] of a batch -> the global batch [b * process_count, ...].
+
+  Every process passes the same number of rows: its share of the global batch. The global array is
+  split over the batch mesh axes, each process's rows on its own devices, so nothing crosses
+  hosts; `global_to_host_rows` gives each process its rows back. `name` is for the error.
+  """
+  rows = np.asarray(rows)
+  shape = (rows.shape[0] * jax.process_count(),) + rows.shape[1:]
+  shards = batch_shard_count(mesh, rules)
+  if shape[0] % shards:
+    raise ValueError(f'{name} has {shape[0]} rows over all processes, which the mesh\'s {shards} '
+                     f'data-parallel shards do not divide: make it a multiple of {shards}')
+  return jax.make_array_from_process_local_data(batch_sharding(mesh, rules), rows, shape)
+
+
+def global_to_host_rows(array: jax.Array, mesh: Mesh,
+                        rules: LogicalRules = DEFAULT_RULES) -> np.ndarray:
+  """This process's rows of a global batch [B, ...] (the inverse of `host_rows_to_global`)."""
+  spec = batch_sharding(mesh, rules).spec
+  return np.asarray(multihost_utils.global_array_to_host_local_array(array, mesh, spec))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

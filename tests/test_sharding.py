@@ -63,6 +63,20 @@ def test_batch_sharding_and_distributed_noop():
   assert sharding.initialize_distributed() is False
 
 
+def test_host_rows_make_the_global_batch_and_come_back():
+  mesh = sharding.make_mesh('data:4,fsdp:2')
+  assert sharding.batch_shard_count(mesh) == 8
+  assert sharding.batch_shard_count(sharding.make_mesh('data:2,tensor:4')) == 2
+  rows = np.arange(16 * 3, dtype=np.int32).reshape(16, 3)
+  batch = sharding.host_rows_to_global(rows, mesh)
+  assert batch.shape == (16, 3) and batch.sharding.spec == P(('data', 'fsdp'))
+  assert {shard.data.shape for shard in batch.addressable_shards} == {(2, 3)}  # split, not copied
+  np.testing.assert_array_equal(sharding.global_to_host_rows(batch, mesh), rows)
+  with pytest.raises(ValueError, match="prompts has 6 rows over all processes, which the "
+                                       "mesh's 8 data-parallel shards do not divide"):
+    sharding.host_rows_to_global(rows[:6], mesh, name='prompts')
+
+
 def _random_params(shapes, seed=0):
   # numpy draws: compiling model.init would cost seconds per mesh on a CPU.
   rng = np.random.default_rng(seed)

@@ -6,14 +6,14 @@
     param_shardings(model, mesh)   -> the same tree of NamedShardings, as `bonjax.sharding`'s rules say
     compare_trees(expected, got)   -> missing, unexpected and misshapen parameters, by path
 
-`model` is anything flax-initializable from int32 tokens [B, L] (a `Transformer`, or a module that
-wraps one, such as the learned verifier's reward model, given `example_inputs`).
+`model` is a `Transformer`, initialized from int32 tokens [1, 1], or any flax module that names
+the inputs it is initialized from with an `example_inputs()` method (such as the learned
+verifier's reward model, which reads tokens and lengths).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -26,42 +26,40 @@ from bonjax import sharding
 PyTree = Any
 
 
-def _example_inputs(example_inputs: Sequence[jax.Array] | None) -> tuple[jax.Array, ...]:
+def _example_inputs(model: nn.Module) -> tuple[jax.Array, ...]:
+  """What `model` is initialized with: its `example_inputs()`, else one token [1, 1]."""
+  if hasattr(model, 'example_inputs'):
+    return tuple(model.example_inputs())
   # One token is enough: no parameter shape depends on the sequence length.
-  return (jnp.zeros((1, 1), jnp.int32),) if example_inputs is None else tuple(example_inputs)
+  return (jnp.zeros((1, 1), jnp.int32),)
 
 
-def _boxed(model: nn.Module, rng: jax.Array, example_inputs) -> PyTree:
-  return model.init(rng, *_example_inputs(example_inputs))['params']
+def _boxed(model: nn.Module, rng: jax.Array) -> PyTree:
+  return model.init(rng, *_example_inputs(model))['params']
 
 
-def init_params(model: nn.Module, rng: jax.Array, *,
-                example_inputs: Sequence[jax.Array] | None = None) -> PyTree:
+def init_params(model: nn.Module, rng: jax.Array) -> PyTree:
   """Freshly initialized parameters (the value of `variables['params']`, unboxed)."""
-  return nn.unbox(_boxed(model, rng, example_inputs))
+  return nn.unbox(_boxed(model, rng))
 
 
-def abstract_params(model: nn.Module, *,
-                    example_inputs: Sequence[jax.Array] | None = None) -> PyTree:
+def abstract_params(model: nn.Module) -> PyTree:
   """The parameters' shapes and dtypes as `jax.ShapeDtypeStruct`s, from `jax.eval_shape`."""
-  return nn.unbox(jax.eval_shape(lambda: _boxed(model, jax.random.key(0), example_inputs)))
+  return nn.unbox(jax.eval_shape(lambda: _boxed(model, jax.random.key(0))))
 
 
-def params_logical_axes(model: nn.Module, *,
-                        example_inputs: Sequence[jax.Array] | None = None) -> PyTree:
+def params_logical_axes(model: nn.Module) -> PyTree:
   """Each parameter's logical axis names (`PartitionSpec('embed', 'heads', ...)`), from shapes."""
-  boxed = jax.eval_shape(lambda: _boxed(model, jax.random.key(0), example_inputs))
-  return nn.get_partition_spec(boxed)
+  return nn.get_partition_spec(jax.eval_shape(lambda: _boxed(model, jax.random.key(0))))
 
 
 def param_shardings(model: nn.Module, mesh: Mesh,
-                    rules: sharding.LogicalRules = sharding.DEFAULT_RULES, *,
-                    example_inputs: Sequence[jax.Array] | None = None) -> PyTree:
+                    rules: sharding.LogicalRules = sharding.DEFAULT_RULES) -> PyTree:
   """NamedShardings of the model's parameters on `mesh`, from shapes alone.
 
   Dimensions the mesh axes do not divide (one KV head under tensor parallelism, say) are replicated.
   """
-  boxed = jax.eval_shape(lambda: _boxed(model, jax.random.key(0), example_inputs))
+  boxed = jax.eval_shape(lambda: _boxed(model, jax.random.key(0)))
   return sharding.logical_to_sharding(nn.get_partition_spec(boxed), mesh, rules, nn.unbox(boxed))
 
 

@@ -89,7 +89,9 @@ def _check_inputs(model: nn.Module, prompts: jax.Array, prompt_lengths: jax.Arra
   if prompt_lengths.shape != prompts.shape[:1]:
     raise ValueError(f'prompt_lengths must have shape [{prompts.shape[0]}] (one per prompt), got '
                      f'{prompt_lengths.shape}.')
-  if not isinstance(prompt_lengths, jax.core.Tracer):
+  # Values are checked where this process holds them all (not under tracing, not the global
+  # arrays of a multi-process job).
+  if not isinstance(prompt_lengths, jax.core.Tracer) and prompt_lengths.is_fully_addressable:
     lengths = np.asarray(prompt_lengths)
     if np.any(lengths < 1) or np.any(lengths > prompts.shape[1]):
       raise ValueError(f'prompt_lengths must lie in [1, {prompts.shape[1]}] (prompts are right-'

@@ -15,6 +15,12 @@ command repeats exactly the steps an uninterrupted run would have taken, bit for
 
 A run directory holds run.json (what was run), tokenizer.model, checkpoints/, metrics.jsonl,
 tensorboard/ and data/ (prepared datasets, unless the task names a data_dir).
+
+Several processes (each calls `bonjax.sharding.initialize_distributed`, then `train` with a
+workdir they share) train exactly as one process with all their devices: each reads only its
+share of every batch and samples, decodes and scores its own prompts; process 0 prepares the
+dataset and the tokenizer before the others read them, and alone writes run.json and the metrics;
+all save each checkpoint together.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -125,13 +131,32 @@ def _validate(method, rollout, verifier, reward, task, model, num_steps, batch_s
 
 def _local_to_global(arrays: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
   """This process's rows of each array -> one global array split over the batch mesh axes."""
-  out = {}
-  for name, value in arrays.items():
-    value = np.asarray(value)
-    spec = steps_lib.batch_shardings({name: value}, mesh)[name] if jax.process_count() == 1 \
-        else sharding.batch_sharding(mesh)
-    out[name] = jax.make_array_from_process_local_data(spec, value)
-  return out
+  return {name: sharding.host_rows_to_global(value, mesh, name=f'batch array {name!r}')
+          for name, value in arrays.items()}
+
+
+def _process_zero_first(fn: Callable[[], Any]) -> Any:
+  """fn() on process 0, then on the others: what process 0 prepares in the shared run directory
+  (the dataset, the tokenizer), the others then read, rather than all writing it at once."""
+  if jax.process_index() == 0:
+    result = fn()
+  _sync('process 0 prepared')
+  if jax.process_index() != 0:
+    result = fn()
+  return result
+
+
+def _sync(name: str) -> None:
+  """A barrier of all processes (nothing on one)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'bonjax.train: {name}')
+
+
+def _on_all_processes(flag: bool) -> bool:
+  """Whether `flag` is set on any process, on every process: so that all take the same branch."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.process_allgather(np.asarray(flag)).any())
 
 
 def _step_inputs(batch: Mapping[str, Any], method: methods_lib.Method) -> dict[str, np.ndarray]:
@@ -225,9 +250,7 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
     return _dry_run(model, optimizer, mesh)
   workdir = os.path.abspath(workdir)
   _check_workdir(workdir, description)
-  if rollout is not None and jax.process_count() > 1:
-    raise ValueError('rollouts on several processes are not supported yet: run RL '
-                              'methods on one process (any number of local devices)')
+  _sync('checked the workdir')  # before process 0 rewrites the run.json the others read
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, RUN_FILE), 'w', encoding='utf-8') as f:
@@ -237,7 +260,7 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
     _warm_start(workdir, init, model=model, seed=seed, mesh=mesh, rules=rules, progress=progress,
                 task=dataclasses.replace(task, data_dir=task.data_dir_for(workdir)),
                 checkpoint_every=checkpoint_every)
-  tokenizer = _tokenizer(workdir, task, init)
+  tokenizer = _process_zero_first(lambda: _tokenizer(workdir, task, init))
   if tokenizer.vocab_size > model.config.vocab_size:
     raise ValueError(f'the tokenizer has {tokenizer.vocab_size} tokens but the model only '
                      f'{model.config.vocab_size} embeddings: set the model\'s vocab_size to at '
@@ -254,7 +277,7 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
       track_kl or method.kl_coef > 0)
   step_fn = steps_lib.make_train_step(policy, optimizer, method, mesh=device_mesh, rules=rules,
                                       microbatches=microbatches, with_reference=with_reference)
-  source = task.source(task.train_split, workdir)
+  source = _process_zero_first(lambda: task.source(task.train_split, workdir))
   batches = _data_iterator(task, method, tokenizer, source, batch_size, seed)
   abstract = state_lib.abstract_state(model, optimizer, device_mesh, rules)
 
@@ -289,7 +312,8 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
     eval_batch = (_eval_batch(task, tokenizer, workdir, eval_prompts)
                   if eval_every and eval_rollout is not None else None)
     last: dict[str, Any] = {}
-    bar = tqdm.trange(start, num_steps, initial=start, total=num_steps, disable=not progress,
+    bar = tqdm.trange(start, num_steps, initial=start, total=num_steps,
+                      disable=not progress or jax.process_index() != 0,
                       desc=f'train {type(method).__name__}', dynamic_ncols=True)
     for step in bar:
       state, metrics = _one_step(context, step_fn, state, next(batches), step, ref_params)
@@ -301,10 +325,11 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
         writer.write(done, metrics)
         last = dict(metrics, step=done)
         bar.set_postfix({k: f'{metrics[k]:.3g}' for k in ('loss', 'reward_mean') if k in metrics})
-      if done % checkpoint_every == 0 or done == num_steps or preempt.requested:
+      preempted = _on_all_processes(preempt.requested)  # SIGTERM reaches hosts at different steps
+      if done % checkpoint_every == 0 or done == num_steps or preempted:
         ckpt.save(done, params=state.params, opt_state=state.opt_state,
                   data_state=batches.get_state(), config_text=gin.config_str(), force=True)
-      if preempt.requested:
+      if preempted:
         _log(f'SIGTERM: saved step {done} of {workdir}; exiting')
         ckpt.wait()
         last['preempted'] = True
@@ -361,11 +386,17 @@ def _powers_of_two(m: int) -> list[int]:
 
 
 def _eval_batch(task, tokenizer, workdir, num_prompts) -> dict[str, Any]:
+  """The first `num_prompts` eval problems; on several processes, this process's share of them."""
   source = task.source(task.eval_split, workdir)
-  examples = [source[i] for i in range(min(num_prompts, len(source)))]
-  batch = data.batching.prompt_batch(examples, tokenizer, max_prompt_len=task.max_prompt_len,
+  count, processes = min(num_prompts, len(source)), jax.process_count()
+  if count % processes:
+    raise ValueError(f'{count} eval problems (train.eval_prompts) do not split evenly over '
+                     f'{processes} processes: make it a multiple of {processes}')
+  index = np.arange(count // processes, dtype=np.int64) + jax.process_index() * count // processes
+  batch = data.batching.prompt_batch([source[int(i)] for i in index], tokenizer,
+                                     max_prompt_len=task.max_prompt_len,
                                      prompt_format=task.text_format.prompt)
-  batch['index'] = np.arange(len(examples), dtype=np.int64)
+  batch['index'] = index
   return batch
 
 
@@ -393,7 +424,8 @@ def _tokenizer(workdir: str, task: data.Task, init) -> data.Tokenizer:
       raise FileNotFoundError(f'the initial policy\'s run {source_dir!r} has no '
                               f'{data.task.TOKENIZER_FILE}')
     tokenizer = data.Tokenizer.load(path)
-    tokenizer.save(os.path.join(workdir, data.task.TOKENIZER_FILE))
+    if jax.process_index() == 0:
+      tokenizer.save(os.path.join(workdir, data.task.TOKENIZER_FILE))
     return tokenizer
   return task.tokenizer_for(workdir)
 

@@ -19,6 +19,8 @@ differentiates it; the loop fills the batch. A new method is a new class here an
         bon_rlb    BoN-RLB, binary R, the paper's closed form                §5.3
         bon_rlb_p  BoN-RLB(P): positive samples only                         §5.3
         pkpo       PKPO pass@n / max@n on R                                  §5.5
+    RewardBce()                   BCE(r(x, y), correct): the learned verifier's reward model,
+                                  not a policy (`bonjax.train.reward_model` trains it)
 
 Batch layouts (dicts of arrays, leading axis the batch):
   SFT:      inputs, targets, loss_mask, positions, input_mask, segment_ids   [B, L]
@@ -26,6 +28,7 @@ Batch layouts (dicts of arrays, leading axis the batch):
   rollout:  prompts [B, P], prompt_lengths [B], tokens, logprobs [B, M, T], lengths [B, M],
             scores, rewards [B, M] (as `bonjax.train.rollout` makes them)
   expert:   expert_tokens [B, 1, T'], expert_lengths [B, 1], expert_scores [B] (with a rollout)
+  graded:   tokens [B, L] (BOS prompt completion EOS, right-padded), lengths [B], labels [B]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from bonjax import objectives, sampling
 from bonjax.train import logprobs as logprobs_lib
@@ -257,5 +261,18 @@ class PolicyGradient(Method):
     return loss, metrics
 
 
+@dataclasses.dataclass(frozen=True)
+class RewardBce(Method):
+  """Fits a reward model (`bonjax.verifiers.learned.RewardModel`, the `Policy`'s model here) to
+  graded samples: the sigmoid binary cross-entropy of its logit on the label (1: correct)."""
+
+  def loss(self, policy, params, batch, ref_params=None):
+    del ref_params
+    logits = policy.model.apply({'params': params}, batch['tokens'], batch['lengths'])
+    loss = optax.sigmoid_binary_cross_entropy(logits, batch['labels']).mean()
+    return loss, {'accuracy': jnp.mean((logits > 0) == (batch['labels'] > 0.5))}
+
+
+# The methods `bonjax.train.train` trains a policy with (and gin configures as train.method).
 METHODS: dict[str, type[Method]] = {cls.__name__: cls
                                     for cls in (Sft, Dco, BonSft, PolicyGradient)}

@@ -4,6 +4,11 @@
       --split by prompt--> train / held-out --adamw on BCE(logit, correct)--> reward model
       --held-out AUC--> metrics.json;   params --Checkpointer--> <workdir>/checkpoints
 
+The update is the package's one train step (`bonjax.train.steps`) with the `RewardBce` method,
+on a `TrainState` made by `bonjax.train.state`, with `bonjax.train.optimizer`. What stays here is
+what is particular to graded pairs: encoding them, an endless shuffled stream of their indices,
+the held-out AUC, and the run directory `load_verifier` reads.
+
 A run directory holds everything `load_verifier` needs: ``checkpoints/`` (the parameters, and the
 gin config of the run), ``tokenizer.model`` and ``reward_model.json`` (the model config, max_len
 and the final metrics).
@@ -15,20 +20,22 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from absl import logging
-import flax.linen as nn
 import gin
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bonjax import data, models, sampling
+from bonjax import data, models, sampling, sharding
 from bonjax import verifiers as verifiers_lib
+from bonjax.train import methods as methods_lib
+from bonjax.train import state as state_lib
+from bonjax.train import steps as steps_lib
 from bonjax.train.checkpoint import Checkpointer
+from bonjax.train.optimizers import optimizer as make_optimizer
 from bonjax.verifiers import learned
 
 PyTree = Any
@@ -159,9 +166,7 @@ def policy_triples(checkpoint_dir: str, tokenizer_path: str, *, model: str = 'sm
   tokenizer = data.Tokenizer.load(tokenizer_path)
   config = dataclasses.replace(models.get_config(model), vocab_size=tokenizer.vocab_size)
   policy = models.Transformer(config)
-  abstract = jax.eval_shape(lambda: nn.unbox(policy.init(jax.random.key(0),
-                                                          jnp.zeros((1, 1), jnp.int32))))
-  params = restore_params(checkpoint_dir, abstract['params'])
+  params = restore_params(checkpoint_dir, models.abstract_params(policy))
   source = data.load(dataset, split, data_dir, config=builder_config)
   examples = [source[i] for i in range(min(num_prompts, len(source)))]
   return sample_triples(
@@ -189,23 +194,6 @@ def _index_stream(size: int, batch_size: int, rng: np.random.Generator):
     buffer = buffer[batch_size:]
 
 
-def make_train_step(model: learned.RewardModel, optimizer: optax.GradientTransformation
-                    ) -> Callable[..., tuple[PyTree, PyTree, jax.Array]]:
-  """The jitted update ``(params, opt_state, batch) -> (params, opt_state, loss)``."""
-
-  def loss_fn(params, batch):
-    logits = model.apply({'params': params}, batch['tokens'], batch['lengths'])
-    return optax.sigmoid_binary_cross_entropy(logits, batch['labels']).mean()
-
-  @jax.jit
-  def train_step(params, opt_state, batch):
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  return train_step
-
-
 def evaluate(verifier: learned.LearnedVerifier, triples: Sequence[Triple]) -> dict[str, float]:
   """Held-out metrics: AUC (NaN if one class), BCE loss, accuracy at logit 0, fraction correct."""
   logits = verifier.score_pairs([t.prompt for t in triples], [t.completion for t in triples])
@@ -223,7 +211,8 @@ def train_reward_model(workdir: str, triples: Sequence[Triple], tokenizer_path: 
                        num_steps: int = 500, learning_rate: float = 1e-3,
                        warmup_steps: int = 50, weight_decay: float = 0.01,
                        eval_fraction: float = 0.2, eval_every: int = 0,
-                       init_from: str | None = None, seed: int = 0) -> dict[str, float]:
+                       init_from: str | None = None, mesh: str | None = None,
+                       seed: int = 0) -> dict[str, float]:
   """Trains a reward model on `triples` and saves it in `workdir`; returns held-out metrics.
 
   Args:
@@ -240,6 +229,8 @@ def train_reward_model(workdir: str, triples: Sequence[Triple], tokenizer_path: 
     eval_fraction: fraction of the prompts held out (all samples of a prompt on one side).
     eval_every: also evaluate every this many steps (0: only at the end).
     init_from: a policy checkpoint directory to initialize the trunk from (None: random).
+    mesh: a mesh spec over all devices, e.g. 'fsdp:-1' (`bonjax.sharding.make_mesh`); the batch
+      size must then be a multiple of its data-parallel shards. None: one device.
     seed: seeds the split, the initialization and the batch order.
 
   Returns:
@@ -253,37 +244,40 @@ def train_reward_model(workdir: str, triples: Sequence[Triple], tokenizer_path: 
   train_triples, eval_triples = split_by_prompt(triples, eval_fraction, seed)
   train_data = _encode(tokenizer, train_triples, max_len)
 
-  params = learned.init_params(config, jax.random.key(seed))
-  if init_from is not None:
-    params['trunk'] = restore_params(init_from, params['trunk'])
+  model = learned.RewardModel(config)
+  device_mesh = (sharding.make_mesh(mesh) if mesh is not None
+                 else sharding.make_mesh('data:1', jax.devices()[:1]))
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, learning_rate, min(warmup_steps, num_steps - 1), num_steps)
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                          optax.adamw(schedule, weight_decay=weight_decay))
-  opt_state = optimizer.init(params)
-  train_step = make_train_step(learned.RewardModel(config), optimizer)
+  tx = make_optimizer('adamw', schedule, clip_norm=1.0, weight_decay=weight_decay)
+  params = None  # fresh: initialized on the mesh, already sharded
+  if init_from is not None:
+    params = learned.init_params(config, jax.random.key(seed))
+    params['trunk'] = restore_params(init_from, params['trunk'])
+  state = state_lib.create_state(model, tx, jax.random.key(seed), device_mesh, params=params)
+  train_step = steps_lib.make_train_step(methods_lib.Policy(model), tx, methods_lib.RewardBce(),
+                                         mesh=device_mesh)
 
   def held_out_metrics(step: int, train_loss: float) -> dict[str, float]:
-    verifier = learned.LearnedVerifier(tokenizer, params, config, max_len, batch_size)
+    verifier = learned.LearnedVerifier(tokenizer, state.params, config, max_len, batch_size)
     metrics = {'step': step, 'train_loss': train_loss, **evaluate(verifier, eval_triples)}
     logging.info('reward_model step %d: %s', step,
                  ', '.join(f'{k}={v:.4g}' for k, v in metrics.items()))
     return metrics
 
   indices = _index_stream(len(train_triples), batch_size, np.random.default_rng(seed))
-  start_time, loss = time.time(), jnp.zeros(())
+  start_time = time.time()
   for step in range(1, num_steps + 1):
     batch_indices = next(indices)
-    batch = {k: v[batch_indices] for k, v in train_data.items()}
-    params, opt_state, loss = train_step(params, opt_state, batch)
+    state, step_metrics = train_step(state, {k: v[batch_indices] for k, v in train_data.items()})
     if eval_every and step % eval_every == 0 and step < num_steps:
-      held_out_metrics(step, float(loss))
-  metrics = held_out_metrics(num_steps, float(loss))
+      held_out_metrics(step, float(step_metrics['loss']))
+  metrics = held_out_metrics(num_steps, float(step_metrics['loss']))
   metrics['train_seconds'] = time.time() - start_time
 
   os.makedirs(workdir, exist_ok=True)
   with Checkpointer(os.path.join(workdir, CHECKPOINT_DIR)) as checkpointer:
-    checkpointer.save(num_steps, params=params, config_text=gin.config_str(), force=True)
+    checkpointer.save(num_steps, params=state.params, config_text=gin.config_str(), force=True)
   tokenizer.save(os.path.join(workdir, TOKENIZER_FILE))
   with open(os.path.join(workdir, RUN_INFO_FILE), 'w', encoding='utf-8') as f:
     json.dump({'model_config': dataclasses.asdict(config), 'max_len': max_len,

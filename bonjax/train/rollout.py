@@ -12,12 +12,18 @@ This is exact: the samples of a prompt depend only on its key, never on the chun
 Determinism: prompt b's key is `fold_in(step_key, index_b)` with `index_b` its position in the
 dataset, so a rollout is a function of (seed, step, params) alone — the same on a resumed run, on
 any number of processes and with any chunking — and the verifiers score deterministically.
+
+Several processes: each holds its share of the prompts (`bonjax.data.prompt_batches`); a chunk is
+sampled as one global batch, each process's rows on its own devices, and each process decodes,
+scores and returns its own rows. Each chunk of the global batch must then split evenly over the
+mesh's data-parallel shards.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,9 +31,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from bonjax import data, objectives, sampling, verifiers
+from bonjax import data, objectives, sampling, sharding, verifiers
 
 PyTree = Any
 
@@ -108,20 +115,20 @@ class Rollout:
     expert_tokens, expert_lengths, expert_scores) and host-side info (texts, timings).
     """
     size = len(batch['prompts'])
+    if mesh is None and jax.process_count() > 1:
+      raise ValueError('a rollout on several processes needs the mesh its prompts are split over')
     keys = prompt_keys(step_key, batch['index'])
     num_chunks = min(self.chunks, size)
     bounds = [(c * size // num_chunks, (c + 1) * size // num_chunks) for c in range(num_chunks)]
     start = time.perf_counter()
-    pending = [sampling.generate(
-        model, params, batch['prompts'][lo:hi], batch['prompt_lengths'][lo:hi],
-        num_samples=self.num_samples, max_new_tokens=self.max_new_tokens, rng=keys[lo:hi],
-        sampler=self.sampler, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, mesh=mesh)
-        for lo, hi in bounds]
+    pending = [self._generate(model, params, batch['prompts'][lo:hi],
+                              batch['prompt_lengths'][lo:hi], keys[lo:hi], tokenizer, mesh)
+               for lo, hi in bounds]
     prompt_texts = [data.batching.format_text(prompt_format, m) for m in batch['metadata']]
     chunks, futures, wait_s = [], [], 0.0
     for (lo, hi), samples in zip(bounds, pending):
       waited = time.perf_counter()
-      host = jax.tree.map(np.asarray, samples)  # blocks until this chunk is decoded
+      host = jax.tree.map(functools.partial(_host_rows, mesh=mesh), samples)  # waits for it
       wait_s += time.perf_counter() - waited
       completions = tokenizer.decode(host.tokens)
       futures.append(scorer.submit(prompt_texts[lo:hi], completions, batch['metadata'][lo:hi]))
@@ -147,6 +154,20 @@ class Rollout:
       arrays.update(self._expert(batch, tokenizer, scorer, prompt_texts, expert_format))
     return arrays, info
 
+  def _generate(self, model, params, prompts, prompt_lengths, keys, tokenizer, mesh
+                ) -> sampling.Samples:
+    """Starts sampling one chunk: this process's prompts, or on several processes the chunk of
+    all processes (each sampling its own rows, on its own devices)."""
+    if jax.process_count() > 1:
+      name = f'a rollout chunk (the prompts / Rollout.chunks={self.chunks})'
+      to_global = functools.partial(sharding.host_rows_to_global, mesh=mesh, name=name)
+      prompts, prompt_lengths = to_global(prompts), to_global(prompt_lengths)
+      keys = to_global(np.asarray(jax.random.key_data(keys)))
+    return sampling.generate(
+        model, params, prompts, prompt_lengths, num_samples=self.num_samples,
+        max_new_tokens=self.max_new_tokens, rng=keys, sampler=self.sampler,
+        eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, mesh=mesh)
+
   def _expert(self, batch, tokenizer, scorer, prompt_texts, expert_format) -> dict[str, np.ndarray]:
     """The reference solutions as one extra 'completion' per prompt, scored by the verifier."""
     texts = [data.batching.format_text(expert_format, m) for m in batch['metadata']]
@@ -157,19 +178,32 @@ class Rollout:
             'expert_scores': scores[:, 0]}
 
 
+def _host_rows(array: jax.Array, mesh: Mesh | None) -> np.ndarray:
+  """This process's rows of a rollout array, on the host."""
+  if jax.process_count() == 1:
+    return np.asarray(array)
+  return sharding.global_to_host_rows(array, mesh)
+
+
 def rollout_metrics(arrays: Mapping[str, np.ndarray], info: Mapping[str, Any], ks: Sequence[int]
                     ) -> dict[str, float]:
   """Host metrics of one rollout: mean reward, pass@k and BoN@k (k <= M), group fractions,
-  entropy and truncation (means over this process's prompts)."""
-  rewards, scores, lengths = arrays['rewards'], arrays['scores'], arrays['lengths']
+  entropy and truncation, over the prompts of all processes (each process calls it with its
+  own rows: on several processes it gathers them)."""
+  per_sample = {'rewards': arrays['rewards'], 'scores': arrays['scores'],
+                'lengths': arrays['lengths'], 'logprobs': arrays['logprobs'].sum(axis=-1),
+                'done': info['done']}  # [B, M] each
+  if jax.process_count() > 1:
+    per_sample = multihost_utils.process_allgather(per_sample, tiled=True)
+  rewards, scores, lengths = per_sample['rewards'], per_sample['scores'], per_sample['lengths']
   correct = rewards > 0.5
   tokens = np.maximum(lengths.sum(), 1)
   out = {'reward_mean': float(rewards.mean()), 'score_mean': float(scores.mean()),
          'all_correct_groups': float(correct.all(axis=1).mean()),
          'all_wrong_groups': float((~correct).all(axis=1).mean()),
          # -mean log pi(y_t) over sampled tokens: a Monte Carlo estimate of the per-token entropy.
-         'entropy_per_token': float(-arrays['logprobs'].sum() / tokens),
-         'truncated_fraction': float((~info['done']).mean()),
+         'entropy_per_token': float(-per_sample['logprobs'].sum() / tokens),
+         'truncated_fraction': float((~per_sample['done']).mean()),
          'completion_length': float(lengths.mean())}
   ks = [k for k in ks if k <= rewards.shape[1]]
   pass_at = np.asarray(objectives.pass_at_k(jnp.asarray(correct), ks)).mean(axis=0)

@@ -20,7 +20,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -88,9 +87,7 @@ def batch_shardings(batch: Batch, mesh: Mesh,
                     rules: sharding.LogicalRules = sharding.DEFAULT_RULES) -> dict[str, Any]:
   """Every batch array split over the batch mesh axes on its leading axis; scalars replicated."""
   batched = sharding.batch_sharding(mesh, rules)
-  axes = batched.spec[0] if batched.spec else None
-  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
-  size = int(np.prod([mesh.shape[axis] for axis in axes]))
+  size = sharding.batch_shard_count(mesh, rules)
   out = {}
   for name, value in batch.items():
     if not value.shape:

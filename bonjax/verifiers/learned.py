@@ -62,6 +62,10 @@ class RewardModel(nn.Module):
         name='head')
     return head(last_hidden.astype(jnp.float32))[:, 0]
 
+  def example_inputs(self) -> tuple[jax.Array, jax.Array]:
+    """What `bonjax.models.init_params` initializes it with: tokens [1, 2], lengths [1]."""
+    return jnp.zeros((1, 2), jnp.int32), jnp.ones((1,), jnp.int32)
+
 
 def encode_pairs(tokenizer: Tokenizer, prompts: Sequence[str], completions: Sequence[str],
                  max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,20 +98,16 @@ def reward_logits(model: RewardModel, params: PyTree, tokens: jax.Array,
   return model.apply({'params': params}, tokens, lengths)
 
 
-# (tokens [1, 2], lengths [1]): what `RewardModel.__call__` is initialized with.
-_EXAMPLE_INPUTS = (jnp.zeros((1, 2), jnp.int32), jnp.ones((1,), jnp.int32))
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def init_params(config: models.TransformerConfig, rng: jax.Array) -> PyTree:
   """Fresh, unboxed reward-model parameters for `config`."""
-  return models.init_params(RewardModel(config), rng, example_inputs=_EXAMPLE_INPUTS)
+  return models.init_params(RewardModel(config), rng)
 
 
 @functools.lru_cache(maxsize=None)
 def abstract_params(config: models.TransformerConfig) -> PyTree:
   """The parameter tree of `config` as ShapeDtypeStructs (nothing is allocated)."""
-  return models.abstract_params(RewardModel(config), example_inputs=_EXAMPLE_INPUTS)
+  return models.abstract_params(RewardModel(config))
 
 
 def check_params(params: PyTree, config: models.TransformerConfig) -> None:

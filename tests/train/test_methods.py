@@ -8,6 +8,7 @@ import pytest
 
 from bonjax import objectives, sampling
 from bonjax.train import logprobs, methods
+from bonjax.verifiers import learned
 from tests import helpers
 
 MODEL = helpers.tiny_model()
@@ -108,6 +109,22 @@ def test_sft_and_dco_losses():
   loss, _ = methods.Dco(bon_n=3).loss(POLICY, PARAMS, batch)
   np.testing.assert_allclose(
       loss, objectives.dco_loss(jnp.sum(jnp.where(mask, token_lp, 0.0), -1), 3), rtol=1e-6)
+
+
+def test_reward_bce_is_the_binary_cross_entropy_of_the_reward_model_logit():
+  reward_model = learned.RewardModel(helpers.tiny_config())
+  params = helpers.tiny_params(reward_model)  # the model's own example inputs shape them
+  assert set(params) == {'trunk', 'head'}
+  rng = np.random.default_rng(0)
+  batch = {'tokens': rng.integers(4, 64, (6, 5)).astype(np.int32),
+           'lengths': np.array([1, 2, 3, 4, 5, 5], np.int32),
+           'labels': np.array([1, 0, 1, 1, 0, 0], np.float32)}
+  logits = reward_model.apply({'params': params}, batch['tokens'], batch['lengths'])
+  loss, metrics = methods.RewardBce().loss(methods.Policy(reward_model), params, batch)
+  expected = -np.mean(batch['labels'] * jax.nn.log_sigmoid(logits)
+                      + (1 - batch['labels']) * jax.nn.log_sigmoid(-logits))
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)
+  np.testing.assert_allclose(metrics['accuracy'], np.mean((logits > 0) == (batch['labels'] > 0)))
 
 
 def test_bad_method_arguments_are_named():

@@ -128,6 +128,15 @@ def test_trains_to_high_held_out_auc_and_reloads(tmp_path, tokenizer_path):
     rm.load_verifier(str(tmp_path))
 
 
+def test_training_runs_on_the_given_mesh(tmp_path, tokenizer_path):
+  # The step is the package's sharded one (one vs eight devices: tests/train/test_steps.py): on
+  # 8 data-parallel shards a batch of 12 pairs is refused, where one device takes it.
+  with pytest.raises(ValueError, match="'tokens' has 12 rows.*multiple of 8"):
+    rm.train_reward_model(str(tmp_path / 'run'), synthetic_triples(20, seed=0), tokenizer_path,
+                          model='tiny', max_len=40, batch_size=12, num_steps=1,
+                          mesh='data:4,fsdp:2')
+
+
 def test_restore_params_for_init_from(tmp_path, tokenizer_path):
   """`init_from` restores a policy's Transformer params as the reward model's trunk."""
   tokenizer = Tokenizer.load(tokenizer_path)

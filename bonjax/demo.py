@@ -55,7 +55,7 @@ class DemoConfig:
   sft_steps: int = 300
   sft_batch_size: int = 32
   sft_learning_rate: float = 3e-3
-  rl_steps: int = 60
+  rl_steps: int = 80
   rl_prompts: int = 16
   samples_per_prompt: int = 8
   bon_n: int = 4

@@ -9,11 +9,12 @@
 """
 
 from bonjax.evaluation.coscaling import fit_coscaling, fit_power_law, power_law
-from bonjax.evaluation.core import evaluate, load_samples, restore_run_params
+from bonjax.evaluation.core import (evaluate, latest_step, load_samples, restore_run_params,
+                                    run_tokenizer)
 from bonjax.evaluation.report import plot, table, write_report
 from bonjax.evaluation.results import EvalResults, paired_difference
 from bonjax.evaluation.stats import METRICS, interval, problem_metrics
 
 __all__ = ['EvalResults', 'METRICS', 'evaluate', 'fit_coscaling', 'fit_power_law', 'interval',
            'load_samples', 'paired_difference', 'plot', 'power_law', 'problem_metrics',
-           'restore_run_params', 'table', 'write_report']
+           'latest_step', 'restore_run_params', 'run_tokenizer', 'table', 'write_report']

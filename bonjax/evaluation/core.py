@@ -55,7 +55,15 @@ def restore_run_params(run_dir: str, model: models.Transformer, mesh: Mesh,
   return restored['params'], int(restored['step'])
 
 
-def _run_tokenizer(run_dir: str, task: data.Task) -> data.Tokenizer:
+def latest_step(run_dir: str) -> int | None:
+  """The newest committed checkpoint step of a run (None: none), without opening orbax."""
+  directory = os.path.join(run_dir, 'checkpoints')
+  steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+  return max(steps, default=None)
+
+
+def run_tokenizer(run_dir: str, task: data.Task) -> data.Tokenizer:
+  """The tokenizer a run trained with: the task's own file, else <run_dir>/tokenizer.model."""
   if task.tokenizer is not None:
     return data.Tokenizer.load(task.tokenizer)
   path = os.path.join(run_dir, data.task.TOKENIZER_FILE)
@@ -137,6 +145,10 @@ def load_samples(out_dir: str) -> list[dict[str, Any]]:
   return sorted(records, key=lambda r: (r['temperature'], r['index']))
 
 
+def _one_device() -> Mesh:
+  return sharding.make_mesh('data:1', jax.devices()[:1])
+
+
 def _bucket_field(bucket_field: str | None, example: dict[str, Any]) -> str | None:
   if bucket_field == 'auto':
     return next((f for f in BUCKET_FIELDS if f in example), None)
@@ -201,9 +213,8 @@ def evaluate(params_or_run: PyTree | str, *, model: models.Transformer, task: da
     mesh = sharding.make_mesh(mesh)
   run_dir = os.fspath(params_or_run) if isinstance(params_or_run, (str, os.PathLike)) else None
   if run_dir is not None:
-    params, step = restore_run_params(run_dir, model, mesh or sharding.make_mesh(
-        'data:1', jax.devices()[:1]), rules, step)
-    tokenizer = tokenizer or _run_tokenizer(run_dir, task)
+    params, step = restore_run_params(run_dir, model, mesh or _one_device(), rules, step)
+    tokenizer = tokenizer or run_tokenizer(run_dir, task)
   else:
     params = params_or_run
     if tokenizer is None:

@@ -12,6 +12,8 @@ a restart: a resumed evaluation, or one with another temperature added, draws th
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,13 +122,14 @@ def dispatch(grid: Grid, params: PyTree, examples: Sequence[dict[str, Any]],
                  temperatures=row_temperatures, indices=row_indices, num_rows=size)
 
 
-def collect(grid: Grid, pending: Pending, scorer: rollout_lib.Scorer,
+def collect(grid: Grid, pending: Pending, scorer: rollout_lib.Scorer | None,
             num_real: int) -> list[dict[str, Any]]:
   """Waits for a dispatched chunk, decodes and scores it: one record per (temperature, problem).
 
   Each record: 'index', 'temperature', and per sample [M] 'completions', 'scores', 'rewards',
   'lengths', 'truncated' (no EOS within max_new_tokens) and 'answers' (the final answer each
   completion states, or None). Only the first `num_real` problems of each temperature are kept.
+  Without a scorer, 'scores' and 'rewards' are None.
   """
   tokens = np.asarray(pending.samples.tokens)
   lengths = np.asarray(pending.samples.lengths)
@@ -134,14 +137,77 @@ def collect(grid: Grid, pending: Pending, scorer: rollout_lib.Scorer,
   keep = np.concatenate([np.arange(num_real) + t * pending.num_rows
                          for t in range(len(tokens) // pending.num_rows)])
   completions = grid.tokenizer.decode(tokens[keep])
-  scores, rewards, _ = scorer.submit([pending.prompt_texts[i] for i in keep], completions,
-                                     [pending.metadata[i] for i in keep]).result()
+  scores = rewards = None
+  if scorer is not None:
+    scores, rewards, _ = scorer.submit([pending.prompt_texts[i] for i in keep], completions,
+                                       [pending.metadata[i] for i in keep]).result()
   records = []
   for row, i in enumerate(keep):
     records.append({
         'index': int(pending.indices[i]), 'temperature': float(pending.temperatures[i]),
-        'completions': completions[row], 'scores': scores[row].tolist(),
-        'rewards': rewards[row].tolist(), 'lengths': lengths[i].tolist(),
+        'completions': completions[row],
+        'scores': None if scores is None else scores[row].tolist(),
+        'rewards': None if rewards is None else rewards[row].tolist(),
+        'lengths': lengths[i].tolist(),
         'truncated': (~done[i]).tolist(),
         'answers': [answers_lib.extract_answer(c) for c in completions[row]]})
   return records
+
+
+def sample(grid: Grid, params: PyTree, examples: Sequence[dict[str, Any]],
+           temperatures: Sequence[float], scorer: rollout_lib.Scorer | None,
+           batch_size: int = 16) -> list[dict[str, Any]]:
+  """Samples every example at every temperature; one record per (temperature, example).
+
+  Without a scorer the records' 'scores' and 'rewards' are None.
+  """
+  records = []
+  for lo in range(0, len(examples), batch_size):
+    hi = min(lo + batch_size, len(examples))
+    pending = dispatch(grid, params, examples[lo:hi], range(lo, hi), temperatures,
+                       pad_to=min(batch_size, len(examples)))
+    records += collect(grid, pending, scorer, hi - lo)
+  return records
+
+
+def read_prompts(path: str, prompt_format: str) -> tuple[list[dict[str, Any]], str]:
+  """The examples of a JSONL prompt file and the format that turns them into prompts.
+
+  Lines are examples of the task (filling `prompt_format`), or {"prompt": text} used as is.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'no prompt file {path!r}')
+  with open(path, encoding='utf-8') as f:
+    try:
+      examples = [json.loads(line) for line in f if line.strip()]
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path} is not JSONL (one JSON object per line): {e}') from None
+  if not examples or not all(isinstance(e, dict) for e in examples):
+    raise ValueError(f'{path} must hold one JSON object per line, and at least one')
+  for template in (prompt_format, '{prompt}'):
+    try:
+      for example in examples:
+        data.batching.format_text(template, example)
+      return examples, template
+    except KeyError:
+      continue
+  raise ValueError(f'the lines of {path} neither fill the task\'s prompt format '
+                   f'{prompt_format!r} nor have a "prompt" field (the first has '
+                   f'{sorted(examples[0])})')
+
+
+def write_samples(path: str, records: Sequence[dict[str, Any]],
+                  examples: Sequence[dict[str, Any]], prompt_format: str) -> None:
+  """One JSON line per sample: prompt index and text, temperature, completion, score, reward."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    for record in records:
+      prompt = data.batching.format_text(prompt_format, examples[record['index']])
+      for j, completion in enumerate(record['completions']):
+        line = {'prompt_index': record['index'], 'sample': j, 'temperature': record['temperature'],
+                'prompt': prompt, 'completion': completion,
+                'score': None if record['scores'] is None else record['scores'][j],
+                'reward': None if record['rewards'] is None else record['rewards'][j],
+                'length': record['lengths'][j], 'truncated': record['truncated'][j]}
+        f.write(json.dumps(line) + '\n')
+  os.replace(path + '.tmp', path)

@@ -153,6 +153,16 @@ def check_grid(ns: Sequence[int], temperatures: Sequence[float],
   if not ns or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1
                    for n in ns):
     raise ValueError(f'the Ns must be a non-empty list of positive ints, got {list(ns)}')
+  temperatures = check_temperatures(temperatures)
+  num_samples = max(ns) if num_samples is None else num_samples
+  if max(ns) > num_samples:
+    raise ValueError(f'N = {max(ns)} is larger than the {num_samples} samples drawn per problem '
+                     f'(num_samples): draw at least max(N) samples')
+  return tuple(sorted({int(n) for n in ns})), tuple(sorted(temperatures)), int(num_samples)
+
+
+def check_temperatures(temperatures: Sequence[float]) -> tuple[float, ...]:
+  """The temperatures as floats; one clear error for an empty list, a negative or a repeat."""
   temperatures = tuple(float(t) for t in temperatures)
   if not temperatures:
     raise ValueError('the temperature list is empty: give at least one, e.g. 0.7')
@@ -161,8 +171,4 @@ def check_grid(ns: Sequence[int], temperatures: Sequence[float],
     raise ValueError(f'temperatures must be >= 0 (0 is greedy), got {negative}')
   if len(set(temperatures)) != len(temperatures):
     raise ValueError(f'temperatures repeat: {list(temperatures)}')
-  num_samples = max(ns) if num_samples is None else num_samples
-  if max(ns) > num_samples:
-    raise ValueError(f'N = {max(ns)} is larger than the {num_samples} samples drawn per problem '
-                     f'(num_samples): draw at least max(N) samples')
-  return tuple(sorted({int(n) for n in ns})), tuple(sorted(temperatures)), int(num_samples)
+  return temperatures

@@ -9,8 +9,10 @@ Nothing is allocated: every argument is a ShapeDtypeStruct carrying its sharding
 fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N, set before jax starts:
 `bonjax plan` does it from --mesh), so the numbers are those of XLA's CPU compiler, run with its
 memory-minimizing scheduler (the default CPU scheduler favours concurrency and schedules every
-rematerialized block at once, which would hide what `remat` saves); a TPU's compiler schedules
-collectives differently, so read them as an estimate to within the analytic count's margin.
+rematerialized block at once, which would hide what `remat` saves). Even so that scheduler
+recomputes some blocks' activations early when a large vocabulary's logits dominate (Gemma 2B:
+temporaries ~1.5x the analytic count, whose parts are printed beside them), and a TPU's compiler
+schedules collectives its own way: the arguments are exact, the temporaries an upper estimate.
 
 Depth: compiling all layers of a 2B model takes minutes on two cores, so by default the programs
 are compiled at one and two periods of the layer pattern (1 and 2 layers for Gemma 1, 2 and 4 for
@@ -22,9 +24,7 @@ layer. `full_depth=True` compiles the whole model instead.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +32,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bonjax import models, sampling, sharding
 from bonjax.fake_devices import fake_device_flags, mesh_device_count
@@ -189,8 +188,11 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
   state         params + optimizer state (+ the initial policy's params, for the KL), their
                 shards as the shardings say
   gradients     one params-sized f32 buffer per device, two with microbatches (the accumulator)
-  gathered      FSDP gathers each weight whole before using it: the embedding table (f32, its bf16
-                copy, and the f32 gradients of its two uses) and one layer's weights likewise
+  gathered      FSDP gathers each weight whole before using it, and the gathered weights stay from
+                the forward to the backward (one gather serves both the forward and the remat's
+                recomputation): every layer's weights in f32 and bf16 and their whole f32
+                gradient before it is reduce-scattered; the embedding table likewise, with the
+                gradients of its two uses (input embedding, output projection)
   logits        per microbatch, the rows on one device x sequence x vocabulary: the bf16 product
                 and two f32 arrays (the logits, the log-probabilities)
   layer inputs  remat keeps each block's input for the backward: layers x rows x sequence x D
@@ -200,10 +202,7 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
   """
   cfg, task, rollout = config.model.config, config.task, config.rollout
   act_bytes = jnp.dtype(cfg.dtype).itemsize
-  batch_axes = sharding.batch_sharding(mesh, config.rules).spec[0]
-  batch_axes = () if batch_axes is None else (batch_axes,) if isinstance(batch_axes, str) \
-      else tuple(batch_axes)
-  shards = math.prod(mesh.shape[a] for a in batch_axes)
+  shards = _batch_shards(mesh, config.rules)
   params = _shard_bytes(abstract_state.params)
   with_reference = isinstance(config.method, methods_lib.PolicyGradient) and (
       config.track_kl or config.method.kl_coef > 0)
@@ -212,8 +211,8 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
          'gradients': params * (2 if config.microbatches > 1 else 1)}
   layer_params = (models.param_count(dataclasses.replace(cfg, num_layers=2))
                   - models.param_count(dataclasses.replace(cfg, num_layers=1)))
-  gathered_bytes = 4 + act_bytes + 4 + 4
-  out['gathered_weights'] = (cfg.vocab_size * cfg.embed_dim + layer_params) * gathered_bytes
+  out['gathered_weights'] = (cfg.vocab_size * cfg.embed_dim * (4 + act_bytes + 4 + 4)
+                             + cfg.num_layers * layer_params * (4 + act_bytes + 4))
   if config.method.needs_rollouts:
     rows = config.batch_size // config.microbatches * rollout.num_samples
     length = task.max_prompt_len + rollout.max_new_tokens - 1
@@ -319,9 +318,26 @@ def _plan_mesh(config: _Config, mesh, depths: list[int], budget: int) -> dict[st
     entry['generation'] = dataclasses.asdict(generation)
     entry['generation_peak'] = resident + generation.peak - generation.arguments
     peak = max(peak, entry['generation_peak'])
-  entry.update(peak=peak, fits=bool(peak <= budget),
+  entry.update(peak=peak, fits=bool(peak <= budget), notes=_notes(config, mesh),
                compile_seconds=time.perf_counter() - start)
   return entry
+
+
+def _batch_shards(mesh, rules) -> int:
+  axes = sharding.batch_sharding(mesh, rules).spec[0]
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def _notes(config: _Config, mesh) -> list[str]:
+  """What in the config makes the step need more than the analytic count."""
+  shards = _batch_shards(mesh, config.rules)
+  prompts = config.batch_size // config.microbatches
+  if prompts % shards:
+    return [f'each microbatch holds {prompts} prompts, which the {shards} batch shards do not '
+            f'divide: the step reshards its rows (XLA replicates them first), so it needs more '
+            f'memory than counted; make batch_size / microbatches a multiple of {shards}']
+  return []
 
 
 def _describe(spec: str, entry: dict[str, Any], config: _Config, budget: int) -> str:
@@ -345,6 +361,7 @@ def _describe(spec: str, entry: dict[str, Any], config: _Config, budget: int) ->
   ratio = entry['train_peak'] / counted['train_total']
   lines.append(f'  analytic     {parts} GiB; train total {g(counted["train_total"])} '
                f'(compiled / analytic = {ratio:.2f})')
+  lines += [f'  note: {note}' for note in entry['notes']]
   verdict = 'fits' if entry['fits'] else 'does NOT fit'
   lines.append(f'  peak {g(entry["peak"])} per device: {verdict} in {budget / GiB:.1f} GiB')
   return '\n'.join(lines)

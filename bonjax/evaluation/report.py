@@ -115,6 +115,10 @@ def _t_star(results: EvalResults, ax) -> None:
     ax.plot(t_star['n'], measured, marker='o', color=color, label=f'{label}: measured')
     ax.plot(t_star['n'], fitted, '--', marker='x', color=color, label=f'{label}: fitted')
   _log2_axis(ax, t_star['n'])
+  temperatures = results.temperatures
+  margin = 0.1 * max(temperatures[-1] - temperatures[0], 0.1)
+  ax.set_ylim(temperatures[0] - margin, temperatures[-1] + margin)
+  ax.set_yticks(list(temperatures), [f'{t:g}' for t in temperatures])
   ax.set_ylabel('best temperature T*(N) for pass@N')
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)

@@ -92,6 +92,20 @@ def test_samples_depend_only_on_problem_and_temperature(setup, tmp_path):
   assert first == second
 
 
+def test_difficulty_buckets_are_summarized_and_fitted_each(setup):
+  results = _evaluate(setup, bucket_field='answer')  # arith has no difficulty field: any will do
+  assert results.info['bucket_field'] == 'answer'
+  assert sum(b['num_problems'] for b in results.buckets.values()) == 10
+  task, _, _, _ = setup
+  labels = [str(task.source('test', '')[i]['answer'].decode()) for i in range(10)]
+  for label, bucket in results.buckets.items():
+    chosen = np.array([l == label for l in labels])
+    np.testing.assert_allclose(bucket['summary']['pass']['mean'],
+                               results.per_problem['pass'][:, chosen].mean(axis=1))
+    assert set(bucket['coscaling']) == {'fits', 't_star'}
+  assert 'T*(N) measured / fitted' in evaluation.table(results)
+
+
 def test_paired_difference_of_a_policy_with_itself_is_zero(setup):
   results = _evaluate(setup)
   same = evaluation.paired_difference(results, results, 'pass', 2, 0.5)

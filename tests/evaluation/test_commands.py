@@ -11,16 +11,9 @@ import pytest
 
 from bonjax import evaluation, objectives, registry
 from tests import helpers
+from tests.helpers import gin_cleared_at_repo_root  # noqa: F401  (autouse fixture)
 
 SFT = 'experiments/arith/sft.gin'
-
-
-@pytest.fixture(autouse=True)
-def clean_gin(monkeypatch):
-  monkeypatch.chdir(helpers.REPO_ROOT)
-  gin.clear_config()
-  yield
-  gin.clear_config()
 
 
 @pytest.fixture(scope='module')

@@ -5,23 +5,15 @@ import subprocess
 import sys
 import time
 
-import gin
 import pytest
 
 from bonjax import fake_devices, registry
 from bonjax.train import plan as plan_lib
 from tests import helpers
+from tests.helpers import gin_cleared_at_repo_root  # noqa: F401  (autouse fixture)
 
 BON_RL_V = 'experiments/arith/bon_rl_v.gin'
 GEMMA_2B = 'experiments/gemma_2b/math_bon_rl_v.gin'
-
-
-@pytest.fixture(autouse=True)
-def clean_gin(monkeypatch):
-  monkeypatch.chdir(helpers.REPO_ROOT)
-  gin.clear_config()
-  yield
-  gin.clear_config()
 
 
 def _tiny(*extra):

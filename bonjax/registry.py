@@ -160,7 +160,7 @@ def _scorers(objects: dict[str, Any], verifier: str | None) -> dict[str, Any]:
 def _run_defaults(objects: dict[str, Any]) -> dict[str, Any]:
   """What evaluation takes from the run (sample length, sampler), unless bound for evaluate."""
   bound = gin.get_bindings('bonjax.evaluation.evaluate')
-  rollout = objects.get('rollout')
+  rollout = objects.get('eval_rollout') or objects.get('rollout')
   defaults = {'max_new_tokens': rollout.max_new_tokens, 'sampler': rollout.sampler} \
       if rollout is not None else {}
   return {k: v for k, v in defaults.items() if k not in bound}

@@ -45,6 +45,8 @@ def sample_keys(seed: int, indices: np.ndarray, temperatures: np.ndarray) -> jax
 
 def with_temperatures(sampler: sampling.Sampler, temperatures: np.ndarray) -> sampling.Sampler:
   """`sampler` with one temperature per prompt (its other parameters kept)."""
+  if isinstance(sampler, sampling.ValidTokens):
+    return sampler.replace(sampler=with_temperatures(sampler.sampler, temperatures))
   if not hasattr(sampler, 'temperature'):
     raise ValueError(f'{type(sampler).__name__} has no temperature to sweep; evaluate with '
                      f'Temperature, TopK, TopP or MinP')
@@ -110,12 +112,16 @@ def dispatch(grid: Grid, params: PyTree, examples: Sequence[dict[str, Any]],
   num_t = len(temperatures)
   row_temperatures = np.repeat(np.asarray(temperatures, np.float64), size)
   row_indices = np.tile(indices, num_t)
+  sampler = with_temperatures(grid.sampler, row_temperatures)
+  if grid.tokenizer.vocab_size < grid.model.config.vocab_size:
+    # A padded embedding table: never sample an id the tokenizer cannot decode.
+    sampler = sampling.ValidTokens(sampler, grid.tokenizer.vocab_size)
   samples = sampling.generate(
       grid.model, params, np.tile(batch['prompts'], (num_t, 1)),
       np.tile(batch['prompt_lengths'], num_t), num_samples=grid.num_samples,
       max_new_tokens=grid.max_new_tokens,
       rng=sample_keys(grid.seed, row_indices, row_temperatures),
-      sampler=with_temperatures(grid.sampler, row_temperatures), eos_id=grid.tokenizer.eos_id,
+      sampler=sampler, eos_id=grid.tokenizer.eos_id,
       pad_id=grid.tokenizer.pad_id, mesh=grid.mesh, rules=grid.rules)
   texts = [data.batching.format_text(grid.prompt_format, m) for m in batch['metadata']]
   return Pending(samples=samples, metadata=batch['metadata'] * num_t, prompt_texts=texts * num_t,

@@ -211,7 +211,9 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
          'gradients': params * (2 if config.microbatches > 1 else 1)}
   layer_params = (models.param_count(dataclasses.replace(cfg, num_layers=2))
                   - models.param_count(dataclasses.replace(cfg, num_layers=1)))
-  out['gathered_weights'] = (cfg.vocab_size * cfg.embed_dim * (4 + act_bytes + 4 + 4)
+  # A tied table has the gradients of two uses; an untied output head is a second table.
+  tables = (4 + act_bytes + 4 + 4) if cfg.tie_embeddings else 2 * (4 + act_bytes + 4)
+  out['gathered_weights'] = (cfg.vocab_size * cfg.embed_dim * tables
                              + cfg.num_layers * layer_params * (4 + act_bytes + 4))
   if config.method.needs_rollouts:
     rows = config.batch_size // config.microbatches * rollout.num_samples

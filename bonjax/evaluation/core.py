@@ -209,26 +209,18 @@ def evaluate(params_or_run: PyTree | str, *, model: models.Transformer, task: da
     raise ValueError('evaluate needs a verifier or a task reward (or both) to score samples')
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f'batch_size must be a positive int, got {batch_size!r}')
+  if num_problems is not None and (not isinstance(num_problems, int) or num_problems < 1):
+    raise ValueError(f'num_problems must be a positive int, got {num_problems!r}')
   if isinstance(mesh, str):
     mesh = sharding.make_mesh(mesh)
-  run_dir = os.fspath(params_or_run) if isinstance(params_or_run, (str, os.PathLike)) else None
-  if run_dir is not None:
-    params, step = restore_run_params(run_dir, model, mesh or _one_device(), rules, step)
-    tokenizer = tokenizer or run_tokenizer(run_dir, task)
-  else:
-    params = params_or_run
-    if tokenizer is None:
-      if task.tokenizer is None:
-        raise ValueError('evaluating params needs a tokenizer (or a task that names one)')
-      tokenizer = data.Tokenizer.load(task.tokenizer)
+  params, step, tokenizer, run_dir = _policy(params_or_run, model, task, tokenizer, mesh, rules,
+                                             step)
   data_root = run_dir or out_dir
   if task.data_dir is None and data_root is None:
     raise ValueError('the task has no data_dir: evaluate a run directory, or give out_dir (the '
                      'data is prepared under it) or Task.data_dir')
   split = split or task.eval_split
   source = task.source(split, data_root or '')
-  if num_problems is not None and (not isinstance(num_problems, int) or num_problems < 1):
-    raise ValueError(f'num_problems must be a positive int, got {num_problems!r}')
   count = len(source) if num_problems is None else min(num_problems, len(source))
   if count == 0:
     raise ValueError(f'the {task.dataset} split {split!r} has no problems')
@@ -245,7 +237,7 @@ def evaluate(params_or_run: PyTree | str, *, model: models.Transformer, task: da
   spec = {'split': split, 'step': step, 'num_samples': num_samples,
           'max_new_tokens': max_new_tokens, 'max_prompt_len': task.max_prompt_len,
           'prompt_format': task.text_format.prompt, 'seed': seed,
-          'sampler': type(sampler).__name__, 'verifier': _name(verifier),
+          'sampler': repr(sampler), 'verifier': _name(verifier),
           'reward': _name(reward), 'batch_size': batch_size}
   store = _Store(out_dir, spec)
   chunks = [(lo, min(lo + batch_size, count)) for lo in range(0, count, batch_size)]
@@ -257,16 +249,9 @@ def evaluate(params_or_run: PyTree | str, *, model: models.Transformer, task: da
   # maj@N votes on final answers: tasks whose problems have one (not code).
   per_problem = _per_problem(records, temperatures, count, ns, 'answer' in examples[0])
   interval_kwargs = dict(confidence=confidence, num_bootstrap=num_bootstrap, seed=seed)
-  buckets = {}
-  if bucket_field is not None:
-    labels = np.array([str(e[bucket_field]) for e in examples])
-    for label in sorted(set(labels)):
-      subset = {k: v[:, labels == label] for k, v in per_problem.items()}
-      summary = stats.summarize(subset, **interval_kwargs)
-      buckets[label] = {'num_problems': int((labels == label).sum()), 'summary': summary,
-                        'coscaling': coscaling.fit_coscaling(ns, temperatures,
-                                                             summary['pass']['mean'])}
   summary = stats.summarize(per_problem, **interval_kwargs)
+  buckets = {} if bucket_field is None else _buckets(
+      per_problem, [str(e[bucket_field]) for e in examples], ns, temperatures, interval_kwargs)
   info = {'dataset': task.dataset, 'split': split, 'step': step, 'run_dir': run_dir,
           'out_dir': out_dir, 'verifier': _name(verifier), 'reward': _name(reward),
           'sampler': repr(sampler), 'max_new_tokens': max_new_tokens, 'seed': seed,
@@ -278,6 +263,32 @@ def evaluate(params_or_run: PyTree | str, *, model: models.Transformer, task: da
                      problem_indices=np.arange(count), per_problem=per_problem, summary=summary,
                      coscaling=coscaling.fit_coscaling(ns, temperatures, summary['pass']['mean']),
                      buckets=buckets, info=info)
+
+
+def _policy(params_or_run, model, task, tokenizer, mesh, rules, step):
+  """(params, checkpoint step, tokenizer, run directory or None) of what is evaluated."""
+  if isinstance(params_or_run, (str, os.PathLike)):
+    run_dir = os.fspath(params_or_run)
+    params, step = restore_run_params(run_dir, model, mesh or _one_device(), rules, step)
+    return params, step, tokenizer or run_tokenizer(run_dir, task), run_dir
+  if tokenizer is None:
+    if task.tokenizer is None:
+      raise ValueError('evaluating params needs a tokenizer (or a task that names one)')
+    tokenizer = data.Tokenizer.load(task.tokenizer)
+  return params_or_run, step, tokenizer, None
+
+
+def _buckets(per_problem, labels, ns, temperatures, interval_kwargs) -> dict[str, dict]:
+  """The summary and the co-scaling fit of each difficulty bucket's problems."""
+  labels = np.array(labels)
+  out = {}
+  for label in sorted(set(labels)):
+    chosen = labels == label
+    summary = stats.summarize({k: v[:, chosen] for k, v in per_problem.items()},
+                              **interval_kwargs)
+    out[label] = {'num_problems': int(chosen.sum()), 'summary': summary,
+                  'coscaling': coscaling.fit_coscaling(ns, temperatures, summary['pass']['mean'])}
+  return out
 
 
 def _sample_missing(grid: draws.Grid, params: PyTree, store: _Store, examples, chunks,

@@ -132,6 +132,5 @@ def summarize(per_problem: dict[str, np.ndarray], **interval_kwargs) -> dict[str
   out = {}
   for name, values in per_problem.items():
     # Problems first, so one bootstrap resample serves every (T, N) cell and they stay paired.
-    stats = interval(np.moveaxis(values, 1, 0), **interval_kwargs)
-    out[name] = {key: value for key, value in stats.items()}
+    out[name] = interval(np.moveaxis(values, 1, 0), **interval_kwargs)
   return out

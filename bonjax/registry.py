@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -31,8 +32,11 @@ from typing import Any
 import gin
 import optax
 
-from bonjax import data, demo, models, sampling, verifiers
+from bonjax import data, demo, evaluation, models, sampling, sharding, verifiers
 from bonjax import train as train_lib
+from bonjax.evaluation import draws
+from bonjax.evaluation.results import check_temperatures
+from bonjax.train import plan as plan_lib
 from bonjax.train import reward_model
 
 
@@ -104,6 +108,11 @@ train_reward_model = _register(reward_model.train_reward_model, 'train_reward_mo
 policy_triples = _register(reward_model.policy_triples, 'policy_triples', 'bonjax.train')
 read_triples = _register(reward_model.read_triples, 'read_triples', 'bonjax.train')
 
+# Evaluation (layer 3) and the ahead-of-time plan of a config: `evaluate.batch_size = 32`,
+# `plan.full_depth = True`.
+_evaluate = _register(evaluation.evaluate, 'evaluate', 'bonjax.evaluation')
+_plan = _register(plan_lib.plan, 'plan', 'bonjax.train')
+
 # The small end-to-end experiment (layer 4). Bind its knobs as `DemoConfig.<field> = ...`.
 DemoConfig = _register(demo.DemoConfig, 'DemoConfig', 'bonjax.demo')  # pylint: disable=invalid-name
 _run_demo = _register(demo.run_demo, 'run_demo', 'bonjax.demo')
@@ -117,6 +126,115 @@ def train(workdir: str, **kwargs: Any) -> dict[str, Any]:
 def run_demo(workdir: str) -> dict[str, Any]:
   """`bonjax demo`: the experiment with the bound `DemoConfig`."""
   return _run_demo(workdir=workdir, config=DemoConfig())
+
+
+def _run_objects(workdir: str, gin_files: Sequence[str], bindings: Sequence[str]
+                 ) -> dict[str, Any]:
+  """The objects a run was trained with: its saved gin config parsed again, then the overrides.
+
+  Returns the arguments gin binds for `train` (model, task, verifier, reward, rollout, ...).
+  """
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f'no run directory {workdir!r}')
+  run_file = os.path.join(workdir, train_lib.loop.RUN_FILE)
+  if not os.path.exists(run_file):
+    raise FileNotFoundError(f'{workdir!r} is not a bonjax run directory (no '
+                            f'{train_lib.loop.RUN_FILE}); train one with `bonjax train`')
+  with open(run_file, encoding='utf-8') as f:
+    saved = json.load(f)
+  gin.clear_config()
+  gin.parse_config(saved['gin_config'])
+  parse_config(gin_files, bindings)
+  return gin.get_bindings('bonjax.train.train')
+
+
+def _scorers(objects: dict[str, Any], verifier: str | None) -> dict[str, Any]:
+  """The run's verifier (or the one named, built through gin so its bindings apply) and reward."""
+  if verifier is not None and verifier not in VERIFIERS:
+    raise verifiers.UnknownVerifierError(f'unknown verifier {verifier!r}; valid names: '
+                                         f'{", ".join(VERIFIERS)}')
+  return {'verifier': VERIFIERS[verifier]() if verifier else objects.get('verifier'),
+          'reward': objects.get('reward')}
+
+
+def _run_defaults(objects: dict[str, Any]) -> dict[str, Any]:
+  """What evaluation takes from the run (sample length, sampler), unless bound for evaluate."""
+  bound = gin.get_bindings('bonjax.evaluation.evaluate')
+  rollout = objects.get('eval_rollout') or objects.get('rollout')
+  defaults = {'max_new_tokens': rollout.max_new_tokens, 'sampler': rollout.sampler} \
+      if rollout is not None else {}
+  return {k: v for k, v in defaults.items() if k not in bound}
+
+
+def evaluate_run(workdir: str, *, ns: Sequence[int], temperatures: Sequence[float],
+                 gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
+                 split: str | None = None, num_problems: int | None = None,
+                 verifier: str | None = None, out_dir: str | None = None
+                 ) -> evaluation.EvalResults:
+  """`bonjax eval`: the run's latest checkpoint over (N, T), written to <run>/eval/<split>-<step>.
+
+  The run's model, task, verifier and reward (from its saved gin config, `gin_files` and
+  `bindings` overriding it; `verifier` names another verifier); knobs of `evaluate` by gin.
+  """
+  objects = _run_objects(workdir, gin_files, bindings)
+  task = objects['task']
+  split = split or task.eval_split
+  step = evaluation.latest_step(workdir)
+  if step is None:
+    raise FileNotFoundError(f'the run {workdir!r} has no checkpoint yet: train it first')
+  out_dir = out_dir or os.path.join(workdir, 'eval', f'{split}-step{step}'.replace('/', '_'))
+  results = _evaluate(workdir, model=objects['model'], task=task, ns=list(ns),
+                      temperatures=list(temperatures), split=split, num_problems=num_problems,
+                      out_dir=out_dir, **_scorers(objects, verifier), **_run_defaults(objects))
+  evaluation.write_report(results, out_dir)
+  return results
+
+
+def sample_run(workdir: str, *, prompts: str, n: int, temperatures: Sequence[float],
+               gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
+               verifier: str | None = None, out: str | None = None) -> str:
+  """`bonjax sample`: n samples of each prompt of a JSONL file, with their scores, as JSONL.
+
+  Each line of `prompts` is an example of the run's task (the fields its prompt format reads,
+  e.g. {"question": ...}) or {"prompt": text}, used as is. Samples are scored by the verifier and
+  the reward when every line has the fields they need. Writes <run>/samples/<file>.jsonl (or
+  `out`), one line per sample; returns its path.
+  """
+  objects = _run_objects(workdir, gin_files, bindings)
+  task, model = objects['task'], objects['model']
+  examples, prompt_format = draws.read_prompts(prompts, task.text_format.prompt)
+  scorers = {role: s for role, s in _scorers(objects, verifier).items()
+             if s is not None and all(k in e for e in examples
+                                      for k in getattr(s, 'required_keys', ()))}
+  options = dict(_run_defaults(objects), **gin.get_bindings('bonjax.evaluation.evaluate'))
+  mesh = sharding.make_mesh(options.get('mesh') or 'data:-1')
+  params, _ = evaluation.restore_run_params(workdir, model, mesh)
+  grid = draws.Grid(model=model, tokenizer=evaluation.run_tokenizer(workdir, task),
+                    num_samples=n, max_new_tokens=options.get('max_new_tokens',
+                                                              task.max_target_len),
+                    max_prompt_len=task.max_prompt_len,
+                    prompt_format=prompt_format,
+                    sampler=options.get('sampler', sampling.Temperature(1.0)),
+                    seed=options.get('seed', 0), mesh=mesh)
+  scorer = train_lib.Scorer(scorers.get('verifier'), scorers.get('reward')) if scorers else None
+  try:
+    records = draws.sample(grid, params, examples, check_temperatures(temperatures),
+                           scorer, batch_size=options.get('batch_size', 16))
+  finally:
+    if scorer is not None:
+      scorer.close()
+  out = out or os.path.join(workdir, 'samples',
+                            os.path.splitext(os.path.basename(prompts))[0] + '.jsonl')
+  draws.write_samples(out, records, examples, prompt_format)
+  print(f'wrote {len(records) * n} samples of {len(examples)} prompts to {out}'
+        + ('' if scorers else ' (unscored: the prompts lack the fields the verifier needs)'))
+  return out
+
+
+def plan(**kwargs: Any) -> dict[str, Any]:
+  """`bonjax plan`: the bound config's train step and generation compiled for candidate meshes."""
+  objects = gin.get_bindings('bonjax.train.train')
+  return _plan(objects, **kwargs)
 
 
 def parse_config(gin_files: Sequence[str] = (), bindings: Sequence[str] = ()) -> None:

@@ -11,8 +11,10 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 
+import gin
 import jax
 import numpy as np
+import pytest
 
 from bonjax import data, models, verifiers
 
@@ -57,6 +59,16 @@ def tiny_params(model: models.Transformer, seed: int = 0, scale: float = 0.5):
   return jax.tree.map(
       lambda s: (rng.standard_normal(s.shape) * scale / np.sqrt(max(s.shape[0], 1))).astype(
           s.dtype), shapes)
+
+
+@pytest.fixture(autouse=True)
+def gin_cleared_at_repo_root(monkeypatch):
+  """An autouse fixture for modules that import it: no gin config leaks between tests, and gin
+  includes resolve as they do from the repository root."""
+  monkeypatch.chdir(REPO_ROOT)
+  gin.clear_config()
+  yield
+  gin.clear_config()
 
 
 ARITH_TEXTS = [f'Tom has {i} apples. He buys {j} more. How many apples does Tom have now?\n'

@@ -272,11 +272,10 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
         r, sampler=sampling.ValidTokens(r.sampler, tokenizer.vocab_size))
     rollout, eval_rollout = restrict(rollout), restrict(eval_rollout)
   device_mesh = sharding.make_mesh(mesh)
-  policy = methods_lib.Policy(model, rollout.sampler) if rollout else methods_lib.Policy(model)
-  with_reference = isinstance(method, methods_lib.PolicyGradient) and (
-      track_kl or method.kl_coef > 0)
-  step_fn = steps_lib.make_train_step(policy, optimizer, method, mesh=device_mesh, rules=rules,
-                                      microbatches=microbatches, with_reference=with_reference)
+  step_fn = steps_lib.train_step_for(model, optimizer, method, mesh=device_mesh, rules=rules,
+                                     sampler=rollout.sampler if rollout else None,
+                                     microbatches=microbatches, track_kl=track_kl)
+  policy, with_reference = step_fn.policy, step_fn.with_reference
   source = _process_zero_first(lambda: task.source(task.train_split, workdir))
   batches = _data_iterator(task, method, tokenizer, source, batch_size, seed)
   abstract = state_lib.abstract_state(model, optimizer, device_mesh, rules)

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from bonjax import sharding
-from bonjax.train.methods import Method, Policy
+from bonjax import sampling, sharding
+from bonjax.train.methods import Method, Policy, PolicyGradient
 from bonjax.train.state import TrainState, state_shardings
 
 Batch = Mapping[str, jax.Array]
@@ -152,4 +152,22 @@ def make_train_step(policy: Policy, tx: optax.GradientTransformation, method: Me
 
   step.lower = lower
   step.shardings = shardings
+  return step
+
+
+def train_step_for(model: nn.Module, tx: optax.GradientTransformation, method: Method, *,
+                   mesh: Mesh, rules: sharding.LogicalRules = sharding.DEFAULT_RULES,
+                   sampler: sampling.Sampler | None = None, microbatches: int = 1,
+                   track_kl: bool = True) -> Callable[..., tuple[TrainState, Metrics]]:
+  """The step `train` runs for this configuration (and `plan` compiles): `make_train_step` of
+  the policy that samples with `sampler`, with the initial policy's params as a third argument
+  when the method's KL is tracked or penalized.
+
+  The step carries `.policy` and `.with_reference` (whether it takes ref_params).
+  """
+  policy = Policy(model, sampler) if sampler is not None else Policy(model)
+  with_reference = isinstance(method, PolicyGradient) and (track_kl or method.kl_coef > 0)
+  step = make_train_step(policy, tx, method, mesh=mesh, rules=rules, microbatches=microbatches,
+                         with_reference=with_reference)
+  step.policy, step.with_reference = policy, with_reference
   return step

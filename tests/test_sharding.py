@@ -174,7 +174,7 @@ def test_the_newer_families_parameters_shard_and_train_alike_on_one_and_eight_de
       attention_types=('local', 'global'), sliding_window=4, local_rope_base=1e4,
       rope_base=1e6, rope_scaling=models.RopeScaling('linear', 8.0))
   mesh = sharding.make_mesh('data:4,tensor:2')
-  shardings = sharding.param_shardings(models.Transformer(cfg), mesh)
+  shardings = models.param_shardings(models.Transformer(cfg), mesh)
   assert shardings['embedder']['unembedding'].spec == P('tensor', 'fsdp')
   attn = shardings['layer_0']['attn']
   assert (attn['q_bias'].spec, attn['k_bias'].spec) == (P('tensor', None), P('tensor', None))

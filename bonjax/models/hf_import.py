@@ -55,6 +55,7 @@ from bonjax.models.config import TransformerConfig
 from bonjax.models.gemma_import import CheckpointFormatError, Params, check_param_shapes
 from bonjax.models.hf_config import (SUPPORTED_MODEL_TYPES, UnsupportedModelError,
                                      config_from_hf)
+from bonjax.models.params import param_shardings
 from bonjax.models.transformer import Transformer
 
 __all__ = ['SUPPORTED_MODEL_TYPES', 'CheckpointFormatError', 'UnsupportedModelError',
@@ -253,7 +254,7 @@ def load_hf_checkpoint(
       model.safetensors.index.json), as written by `save_pretrained` or downloaded from the Hub.
     dtype: dtype of the returned parameters and of the config's computation; defaults to the
       dtype the embedding table is stored in (bfloat16 for the released models).
-    mesh: if given, every parameter is placed on it as `bonjax.sharding.param_shardings` says,
+    mesh: if given, every parameter is placed on it as `bonjax.models.param_shardings` says,
       one tensor at a time (the host never holds more than one converted tensor).
     rules: the logical axis rules for `mesh`.
 
@@ -282,6 +283,6 @@ def load_hf_checkpoint(
   views = _param_views(tensors, config, hf['model_type'])
   if mesh is None:
     return config, jax.tree.map(lambda x: _host_array(x, config), views)
-  shardings = sharding.param_shardings(Transformer(config), mesh, tuple(rules))
+  shardings = param_shardings(Transformer(config), mesh, tuple(rules))
   return config, jax.tree.map(lambda x, s: jax.device_put(_host_array(x, config), s), views,
                               shardings)

@@ -9,7 +9,7 @@ import pytest
 
 from bonjax import demo
 
-TOY = demo.DemoConfig(num_train=64, num_test=4, vocab_size=384, num_layers=1, embed_dim=32,
+TOY = demo.DemoConfig(num_train=64, num_test=4, vocab_size=340, num_layers=1, embed_dim=32,
                       num_heads=2, num_kv_heads=1, mlp_dim=64, max_new_tokens=8, sft_steps=3,
                       sft_batch_size=8, rl_steps=1, rl_prompts=8, samples_per_prompt=4, bon_n=2,
                       eval_n=4)

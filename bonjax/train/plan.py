@@ -18,7 +18,8 @@ Depth: compiling all layers of a 2B model takes minutes on two cores, so by defa
 are compiled at one and two periods of the layer pattern (1 and 2 layers for Gemma 1, 2 and 4 for
 Gemma 2's local/global pair) and every number is extrapolated linearly in the depth: the layers
 are identical, so their parameters, optimizer state, saved activations and FLOPs add up per
-layer. `full_depth=True` compiles the whole model instead.
+layer. `full_depth=True` compiles the whole model instead (for Gemma 2B BoN-RL-V on 16 devices
+its numbers equal the extrapolated ones to the printed digit, in 315 s instead of 120 s).
 """
 
 from __future__ import annotations

@@ -33,10 +33,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax.linen as nn
 import gin
 import jax
 import numpy as np
@@ -56,7 +55,7 @@ from bonjax.train.optimizers import optimizer as make_optimizer
 
 PyTree = Any
 RUN_FILE = 'run.json'
-CHECKPOINT_DIR = 'checkpoints'
+CHECKPOINT_DIR = init_lib.CHECKPOINT_DIR
 _EVAL_SEED_OFFSET = 1_000_003  # eval samples use their own keys, the same at every evaluation
 
 
@@ -260,7 +259,7 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
     _warm_start(workdir, init, model=model, seed=seed, mesh=mesh, rules=rules, progress=progress,
                 task=dataclasses.replace(task, data_dir=task.data_dir_for(workdir)),
                 checkpoint_every=checkpoint_every)
-  tokenizer = _process_zero_first(lambda: _tokenizer(workdir, task, init))
+  tokenizer = _process_zero_first(lambda: init_lib.run_tokenizer(workdir, task, init))
   if tokenizer.vocab_size > model.config.vocab_size:
     raise ValueError(f'the tokenizer has {tokenizer.vocab_size} tokens but the model only '
                      f'{model.config.vocab_size} embeddings: set the model\'s vocab_size to at '
@@ -281,7 +280,7 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
   abstract = state_lib.abstract_state(model, optimizer, device_mesh, rules)
 
   def initial_params() -> PyTree:
-    return _initial_params(workdir, init, model, abstract.params, seed, device_mesh, rules)
+    return init_lib.initial_params(workdir, init, model, abstract.params, seed, device_mesh, rules)
 
   writer = MetricWriter(workdir)
   scorer = (rollout_lib.Scorer(verifier, reward)
@@ -408,53 +407,6 @@ def _evaluate(ctx: _Context, params, batch) -> dict[str, float]:
   metrics = rollout_lib.rollout_metrics(arrays, info,
                                         _powers_of_two(ctx.eval_rollout.num_samples))
   return {f'eval/{k}': v for k, v in metrics.items()}
-
-
-def _tokenizer(workdir: str, task: data.Task, init) -> data.Tokenizer:
-  """The run's tokenizer: the initial policy's run's, if it came from one, else the task's."""
-  source_dir = None
-  if isinstance(init, init_lib.WarmStart):
-    source_dir = init.run_dir(workdir)
-  elif isinstance(init, init_lib.InitFrom):
-    source_dir = init.run_dir
-  if source_dir is not None and task.tokenizer is None:
-    path = os.path.join(source_dir, data.task.TOKENIZER_FILE)
-    if not os.path.exists(path):
-      raise FileNotFoundError(f'the initial policy\'s run {source_dir!r} has no '
-                              f'{data.task.TOKENIZER_FILE}')
-    tokenizer = data.Tokenizer.load(path)
-    if jax.process_index() == 0:
-      tokenizer.save(os.path.join(workdir, data.task.TOKENIZER_FILE))
-    return tokenizer
-  return task.tokenizer_for(workdir)
-
-
-def _restore_params(run_dir: str, like: PyTree, step: int | None = None) -> PyTree:
-  if not os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR)):
-    raise FileNotFoundError(f'{run_dir!r} is not a bonjax run directory with checkpoints (no '
-                            f'{CHECKPOINT_DIR}/); train it first with `bonjax train`')
-  with checkpoint_lib.Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR)) as ckpt:
-    return ckpt.restore(step, target={'params': like})['params']
-
-
-def _initial_params(workdir, init, model, like, seed, mesh, rules) -> PyTree:
-  """The initial policy's params on the mesh (the run's starting point and its KL reference)."""
-  if init is None:
-    with jax.set_mesh(mesh), nn.logical_axis_rules(tuple(tuple(r) for r in rules)):
-      return jax.jit(lambda key: models.init_params(model, key),
-                     out_shardings=jax.tree.map(lambda x: x.sharding, like))(jax.random.key(seed))
-  if isinstance(init, init_lib.WarmStart):
-    return _restore_params(init.run_dir(workdir), like)
-  if isinstance(init, init_lib.InitFrom):
-    return _restore_params(init.run_dir, like, init.step)
-  if isinstance(init, init_lib.HfCheckpoint):
-    config, params = models.load_hf_checkpoint(init.path, dtype=model.config.param_dtype)
-    if config.vocab_size != model.config.vocab_size or config.num_layers != model.config.num_layers:
-      raise ValueError(f'the checkpoint at {init.path!r} is a different model than configured')
-    checkpoint_lib.check_compatible('params', params, like)
-    return jax.device_put(params, jax.tree.map(lambda x: x.sharding, like))
-  raise TypeError(f'train.init must be a WarmStart, InitFrom or HfCheckpoint, got '
-                  f'{type(init).__name__}')
 
 
 def _warm_start(workdir, warm: init_lib.WarmStart, **kwargs) -> None:

@@ -3,25 +3,17 @@
 import glob
 import os
 
-import gin
 import pytest
 
 from bonjax import registry
 from tests import helpers
+from tests.helpers import gin_cleared_at_repo_root  # noqa: F401  (autouse fixture)
 
 EXPERIMENTS = sorted(os.path.relpath(p, helpers.REPO_ROOT) for p in glob.glob(
     os.path.join(helpers.REPO_ROOT, 'experiments', '*', '*.gin')) if '/base/' not in p)
 TRAIN_EXPERIMENTS = [p for p in EXPERIMENTS
                      if os.path.basename(p) not in ('demo.gin', 'reward_model.gin')]
 ARITH = [p for p in TRAIN_EXPERIMENTS if p.startswith('experiments/arith/')]
-
-
-@pytest.fixture(autouse=True)
-def clean_gin(monkeypatch):
-  monkeypatch.chdir(helpers.REPO_ROOT)  # gin includes are relative to the repository root
-  gin.clear_config()
-  yield
-  gin.clear_config()
 
 
 def test_every_method_has_an_arith_experiment():

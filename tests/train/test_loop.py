@@ -8,23 +8,16 @@ import subprocess
 import sys
 import time
 
-import gin
 import numpy as np
 import pytest
 
-from bonjax import data, registry, train, verifiers
+from bonjax import data, train, verifiers
 from bonjax.train import metrics as metrics_lib
 from tests import helpers
+from tests.helpers import gin_cleared_at_repo_root  # noqa: F401  (autouse fixture)
 
 VOCAB = 320
 BON_RL_V = 'experiments/arith/bon_rl_v.gin'
-
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
 
 
 @pytest.fixture(scope='module')

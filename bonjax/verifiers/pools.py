@@ -75,6 +75,12 @@ class WorkerPool:
 
   def _started(self) -> concurrent.futures.Executor:
     with self._lock:
+      executor = self._executor
+    if executor is not None and self.kind == "process" and not _all_alive(executor):
+      # A worker that died between maps may go unnoticed by the executor when the others finish
+      # the next map alone; replace it now, so every map starts with num_workers live workers.
+      self._discard(executor)
+    with self._lock:
       if self._executor is None:
         if self.kind == "process":
           self._executor = concurrent.futures.ProcessPoolExecutor(
@@ -99,6 +105,11 @@ class WorkerPool:
 
   def __setstate__(self, state: dict[str, Any]) -> None:
     self.__init__(**state)
+
+
+def _all_alive(executor: concurrent.futures.ProcessPoolExecutor) -> bool:
+  processes = dict(executor._processes or {})  # There is no public accessor.
+  return all(process.is_alive() for process in processes.values())
 
 
 class ClosingContext:

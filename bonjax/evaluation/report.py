@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -55,9 +56,11 @@ def _t_star_line(label: str, t_star: dict) -> str:
   return f'T*(N) measured / fitted, {label}: {pairs}'
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib.pyplot, drawing to files (Agg) except in a notebook, whose inline backend stays."""
   import matplotlib  # pylint: disable=g-import-not-at-top  (optional: only for the figures)
-  matplotlib.use('Agg')
+  if 'ipykernel' not in sys.modules:
+    matplotlib.use('Agg')  # no window, no display needed: the figures are written to files
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   return plt
 
@@ -87,7 +90,7 @@ def _log2_axis(ax, ns) -> None:
 
 
 def _colors(count: int) -> list:
-  cmap = _pyplot().get_cmap('coolwarm')
+  cmap = pyplot().get_cmap('coolwarm')
   return [cmap(x) for x in np.linspace(0.0, 1.0, max(count, 2))][:count]
 
 
@@ -126,7 +129,7 @@ def _t_star(results: EvalResults, ax) -> None:
 
 def plot(results: EvalResults, out_dir: str) -> list[str]:
   """Writes the plots of `PLOTS` into out_dir; returns their paths."""
-  plt = _pyplot()
+  plt = pyplot()
   os.makedirs(out_dir, exist_ok=True)
   title = f'{results.info.get("dataset", "")} {results.info.get("split", "")}'.strip()
   figures: list[tuple[str, Callable]] = [

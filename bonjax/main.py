@@ -7,7 +7,8 @@
     bonjax sample --workdir=runs/arith/bon_rl_v --prompts=prompts.jsonl --n=16 --temperature=0.8
     bonjax plan --gin_file=experiments/gemma_2b/math_bon_rl_v.gin --mesh=data:4,fsdp:16 \\
         --mesh=fsdp:64 --device_memory=16GiB
-    bonjax demo --workdir=runs/demo                      # the small end-to-end BoN experiment
+    bonjax demo --workdir=runs/demo                      # the main job: a small BoN study
+    bonjax study --gin_file=experiments/arith/reproduce/rl_methods.gin --workdir=runs/reproduce
     bonjax train_reward_model --gin_file=experiments/arith/reward_model.gin --workdir=runs/arith/rm
 
 Every configurable is registered in `bonjax.registry`; `--gin_file` paths (and their `include`s)
@@ -59,6 +60,7 @@ COMMANDS: dict[str, str] = {
     'sample': 'sample_run',
     'plan': 'plan',
     'demo': 'run_demo',
+    'study': 'run_study',
     'train_reward_model': 'train_reward_model',
 }
 _RUN_COMMANDS = ('eval', 'sample')  # read a run's own config, then the flags' overrides

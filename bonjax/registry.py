@@ -33,6 +33,7 @@ import gin
 import optax
 
 from bonjax import data, demo, evaluation, models, sampling, sharding, verifiers
+from bonjax import study as study_lib
 from bonjax import train as train_lib
 from bonjax.evaluation import draws
 from bonjax.evaluation.results import check_temperatures
@@ -113,8 +114,9 @@ read_triples = _register(reward_model.read_triples, 'read_triples', 'bonjax.trai
 _evaluate = _register(evaluation.evaluate, 'evaluate', 'bonjax.evaluation')
 _plan = _register(plan_lib.plan, 'plan', 'bonjax.train')
 
-# The small end-to-end experiment (layer 4). Bind its knobs as `DemoConfig.<field> = ...`.
-DemoConfig = _register(demo.DemoConfig, 'DemoConfig', 'bonjax.demo')  # pylint: disable=invalid-name
+# Studies (layer 4): arms trained and evaluated side by side; the main job is one.
+Arm = _register(study_lib.Arm, 'Arm', 'bonjax.study')  # pylint: disable=invalid-name
+_run_study = _register(study_lib.run_study, 'run_study', 'bonjax.study')
 _run_demo = _register(demo.run_demo, 'run_demo', 'bonjax.demo')
 
 
@@ -124,8 +126,13 @@ def train(workdir: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def run_demo(workdir: str) -> dict[str, Any]:
-  """`bonjax demo`: the experiment with the bound `DemoConfig`."""
-  return _run_demo(workdir=workdir, config=DemoConfig())
+  """`bonjax demo`: the main job, with whatever objects gin binds (`run_demo.arms = ...`)."""
+  return _run_demo(workdir=workdir)
+
+
+def run_study(workdir: str) -> dict[str, Any]:
+  """`bonjax study`: the bound arms trained, evaluated and compared (`run_study.arms = ...`)."""
+  return _run_study(workdir=workdir)
 
 
 def _run_objects(workdir: str, gin_files: Sequence[str], bindings: Sequence[str]

@@ -151,21 +151,33 @@ def sample_triples(model: models.Transformer, params: PyTree, tokenizer: data.To
   return triples
 
 
-def policy_triples(checkpoint_dir: str, tokenizer_path: str, *, model: str = 'small',
+def _model_config(model: str | models.Transformer,
+                  tokenizer: data.Tokenizer) -> models.TransformerConfig:
+  """A preset's config with the tokenizer's vocabulary, or a given model's own config."""
+  if isinstance(model, str):
+    return dataclasses.replace(models.get_config(model), vocab_size=tokenizer.vocab_size)
+  if model.config.vocab_size != tokenizer.vocab_size:
+    raise ValueError(f'the model has a vocabulary of {model.config.vocab_size} tokens but the '
+                     f'tokenizer has {tokenizer.vocab_size}')
+  return model.config
+
+
+def policy_triples(checkpoint_dir: str, tokenizer_path: str, *,
+                   model: str | models.Transformer = 'small',
                    dataset: str = 'bonjax_arith', split: str = 'train',
-                   data_dir: str | None = None, builder_config: str | None = None,
+                   data_dir: str | None = None,
+                   builder_config: str | data.StrategiesConfig | data.ArithConfig | None = None,
                    num_prompts: int = 256, num_samples: int = 8, temperature: float = 1.0,
                    max_new_tokens: int = 128, max_prompt_len: int = 128, batch_size: int = 32,
                    verifier: str = 'answer_match', seed: int = 0) -> list[Triple]:
   """Triples from the latest policy checkpoint in `checkpoint_dir`, sampled on a TFDS dataset.
 
-  The policy is a `bonjax.models.Transformer` of preset `model` (vocabulary sized to the
-  tokenizer) whose parameters the `Checkpointer` saved; its prompts use the dataset's default
+  The policy is `model` (or a `bonjax.models.Transformer` of that preset, its vocabulary sized to
+  the tokenizer) whose parameters the `Checkpointer` saved; its prompts use the dataset's default
   format (`bonjax.data.FORMATS`).
   """
   tokenizer = data.Tokenizer.load(tokenizer_path)
-  config = dataclasses.replace(models.get_config(model), vocab_size=tokenizer.vocab_size)
-  policy = models.Transformer(config)
+  policy = models.Transformer(_model_config(model, tokenizer))
   params = restore_params(checkpoint_dir, models.abstract_params(policy))
   source = data.load(dataset, split, data_dir, config=builder_config)
   examples = [source[i] for i in range(min(num_prompts, len(source)))]
@@ -207,7 +219,7 @@ def evaluate(verifier: learned.LearnedVerifier, triples: Sequence[Triple]) -> di
 
 
 def train_reward_model(workdir: str, triples: Sequence[Triple], tokenizer_path: str, *,
-                       model: str = 'tiny', max_len: int = 128, batch_size: int = 32,
+                       model: str | models.Transformer = 'tiny', max_len: int = 128, batch_size: int = 32,
                        num_steps: int = 500, learning_rate: float = 1e-3,
                        warmup_steps: int = 50, weight_decay: float = 0.01,
                        eval_fraction: float = 0.2, eval_every: int = 0,
@@ -219,7 +231,8 @@ def train_reward_model(workdir: str, triples: Sequence[Triple], tokenizer_path: 
     workdir: the run directory (created); `load_verifier(workdir)` reads it back.
     triples: the graded samples (e.g. `@policy_triples()` or `@read_triples()` in gin).
     tokenizer_path: the sentencepiece model the texts are tokenized with (the policy's).
-    model: the `bonjax.models` preset of the trunk; its vocabulary is sized to the tokenizer.
+    model: the trunk: a `bonjax.models` preset (its vocabulary sized to the tokenizer) or a
+      `Transformer` (e.g. the policy's own, to initialize from its checkpoint).
     max_len: tokens per (prompt, completion) pair, BOS and EOS included.
     batch_size: pairs per training step.
     num_steps: optimizer steps.
@@ -240,7 +253,7 @@ def train_reward_model(workdir: str, triples: Sequence[Triple], tokenizer_path: 
     raise ValueError(f'num_steps and batch_size must be positive, got {num_steps} and '
                      f'{batch_size}')
   tokenizer = data.Tokenizer.load(tokenizer_path)
-  config = dataclasses.replace(models.get_config(model), vocab_size=tokenizer.vocab_size)
+  config = _model_config(model, tokenizer)
   train_triples, eval_triples = split_by_prompt(triples, eval_fraction, seed)
   train_data = _encode(tokenizer, train_triples, max_len)
 

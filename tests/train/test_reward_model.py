@@ -174,3 +174,21 @@ def test_sample_triples_grades_policy_samples(tokenizer_path):
   assert [t.correct for t in triples] == [True, False] * 3
   assert all(isinstance(t.completion, str) for t in triples)
   assert [m['answer'] for m in seen_metadata] == [e['answer'] for e in examples]
+
+
+def test_a_model_object_is_the_trunk_and_a_wrong_vocabulary_is_named(tmp_path, tokenizer_path):
+  """A `Transformer` (a policy's own config, not a preset) is taken as it is; reloaded the same."""
+  vocab = Tokenizer.load(tokenizer_path).vocab_size
+  config = dataclasses.replace(models.get_config('tiny'), vocab_size=vocab, num_layers=1,
+                               embed_dim=32, num_heads=2, num_kv_heads=1, head_dim=16,
+                               mlp_dim=64)
+  triples = synthetic_triples(20, seed=0)
+  rm.train_reward_model(str(tmp_path / 'run'), triples, tokenizer_path,
+                        model=models.Transformer(config), max_len=40, batch_size=8, num_steps=2)
+  assert rm.load_verifier(str(tmp_path / 'run')).config == config
+  wrong = models.Transformer(dataclasses.replace(config, vocab_size=vocab + 1))
+  with pytest.raises(ValueError, match=f'vocabulary of {vocab + 1} tokens but the tokenizer has '
+                                       f'{vocab}'):
+    rm.train_reward_model(str(tmp_path / 'other'), triples, tokenizer_path, model=wrong,
+                          num_steps=1)
+  assert not (tmp_path / 'other').exists()

@@ -219,7 +219,8 @@ def evaluate(verifier: learned.LearnedVerifier, triples: Sequence[Triple]) -> di
 
 
 def train_reward_model(workdir: str, triples: Sequence[Triple], tokenizer_path: str, *,
-                       model: str | models.Transformer = 'tiny', max_len: int = 128, batch_size: int = 32,
+                       model: str | models.Transformer = 'tiny', max_len: int = 128,
+                       batch_size: int = 32,
                        num_steps: int = 500, learning_rate: float = 1e-3,
                        warmup_steps: int = 50, weight_decay: float = 0.01,
                        eval_fraction: float = 0.2, eval_every: int = 0,

@@ -7,7 +7,7 @@ from bonjax.models.gemma_import import load_gemma_checkpoint
 from bonjax.models.hf_import import load_hf_checkpoint
 from bonjax.models.params import (TreeDiff, abstract_params, compare_trees, init_params,
                                   param_shardings, params_logical_axes, path_name)
-from bonjax.models.transformer import Transformer, flops_per_token, param_count
+from bonjax.models.transformer import Transformer, flops_per_token, param_count, unembed
 
 __all__ = [
     'PRESET_NAMES',
@@ -21,6 +21,7 @@ __all__ = [
     'path_name',
     'Transformer',
     'TransformerConfig',
+    'unembed',
     'cache_logical_axes',
     'flops_per_token',
     'get_config',

@@ -16,6 +16,7 @@ paths share the weights and the masking rule (`attention.attention_mask`).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -144,8 +145,7 @@ class Transformer(nn.Module):
     if prefix is not None:
       prefix_masks = {t: attention_mask(positions, prefix_positions, w) for t, w in windows.items()}
 
-    embedder = layers.Embedder(cfg.vocab_size, cfg.embed_dim, cfg.dtype, cfg.param_dtype,
-                               cfg.scale_embeddings, cfg.tie_embeddings, name='embedder')
+    embedder = _embedder(cfg)
     x = embedder.encode(tokens)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
 
@@ -160,17 +160,36 @@ class Transformer(nn.Module):
       new_layer_caches.append(layer_cache)
 
     x = layers.RMSNorm(cfg.norm_eps, cfg.param_dtype, cfg.norm_unit_offset, name='final_norm')(x)
-    if return_hidden:
-      logits = x
-    else:
-      logits = embedder.decode(x).astype(jnp.float32)
-      logits = layers.softcap(logits, cfg.final_logits_softcap)
-      logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+    logits = x if return_hidden else _output_logits(cfg, embedder, x)
 
     if cache is None:
       return logits
     new_cache = dict(cache, index=start + length, positions=key_positions, layers=new_layer_caches)
     return logits, new_cache
+
+
+def _embedder(cfg: TransformerConfig) -> layers.Embedder:
+  return layers.Embedder(cfg.vocab_size, cfg.embed_dim, cfg.dtype, cfg.param_dtype,
+                         cfg.scale_embeddings, cfg.tie_embeddings, name='embedder')
+
+
+def _output_logits(cfg: TransformerConfig, embedder: layers.Embedder,
+                   hidden: jax.Array) -> jax.Array:
+  logits = layers.softcap(embedder.decode(hidden).astype(jnp.float32), cfg.final_logits_softcap)
+  return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+
+
+def unembed(model: Transformer, params: Any, hidden: jax.Array) -> jax.Array:
+  """The logits of final hidden states (`return_hidden=True`): f32 [B, L, vocab_size].
+
+  `model.apply(params, tokens)` equals `unembed(model, params, model.apply(params, tokens,
+  return_hidden=True))`. Scoring only some positions (a completion after a long prompt) this way
+  projects just those onto the vocabulary, where the logits of every position would be the
+  step's largest buffer.
+  """
+  embedder = _embedder(model.config)
+  return embedder.apply({'params': params['embedder']}, hidden,
+                        method=lambda module, x: _output_logits(model.config, module, x))
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,7 +1,8 @@
 """Teacher-forced log-probabilities of given tokens: what every surrogate loss differentiates.
 
     prompts [B, P] (right-padded) + completions [B, N, T]
-      --one forward over [B * N, P + T - 1]--> logits --sampler.log_probs--> log pi(token | ...)
+      --one forward over [B * N, P + T - 1]--> hidden states --the T scored positions only-->
+      logits [B * N, T, V] --sampler.log_probs--> log pi(token | ...)
 
 The policy differentiated is the one that was sampled: the log-probabilities come from the same
 `bonjax.sampling` sampler object (temperature, then top-k / top-p / min-p filtering, renormalised)
@@ -18,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bonjax import sampling
+from bonjax import models, sampling
 
 
 def _check_sampler(sampler: sampling.Sampler) -> None:
@@ -52,7 +53,7 @@ def token_logprobs(model: nn.Module, params: Any, inputs: jax.Array, targets: ja
   return sampling.token_log_probs(sampler.log_probs(logits), targets)
 
 
-def completion_logprobs(model: nn.Module, params: Any, prompts: jax.Array,
+def completion_logprobs(model: models.Transformer, params: Any, prompts: jax.Array,
                         prompt_lengths: jax.Array, completions: jax.Array, *,
                         completion_lengths: jax.Array | None = None,
                         sampler: sampling.Sampler = sampling.Temperature(1.0)) -> jax.Array:
@@ -87,11 +88,13 @@ def completion_logprobs(model: nn.Module, params: Any, prompts: jax.Array,
   input_mask = jnp.where(in_prompt, slot < prompt_lengths[:, None],
                          steps < completion_lengths[:, None])
   positions = jnp.where(in_prompt, slot, prompt_lengths[:, None] + steps)
-  logits = model.apply({'params': params}, inputs, positions=positions, input_mask=input_mask)
+  hidden = model.apply({'params': params}, inputs, positions=positions, input_mask=input_mask,
+                       return_hidden=True)
 
-  # Token 0 is predicted at the prompt's last real token, token t > 0 at completion token t - 1.
-  first = jnp.take_along_axis(logits, (prompt_lengths - 1)[:, None, None], axis=1)
-  logits = jnp.concatenate([first, logits[:, prompt_len:]], axis=1)
+  # Token 0 is predicted at the prompt's last real token, token t > 0 at completion token t - 1:
+  # only those T positions are projected onto the vocabulary, not the P prompt positions.
+  first = jnp.take_along_axis(hidden, (prompt_lengths - 1)[:, None, None], axis=1)
+  logits = models.unembed(model, params, jnp.concatenate([first, hidden[:, prompt_len:]], axis=1))
   # [B, N, T, V]: the sampler's per-prompt parameters broadcast over the leading axis.
   log_probs = sampler.log_probs(logits.reshape(batch, num_samples, length, -1))
   logprobs = sampling.token_log_probs(log_probs, completions.reshape(batch, num_samples, length))

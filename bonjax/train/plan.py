@@ -11,7 +11,7 @@ fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N, set before
 memory-minimizing scheduler (the default CPU scheduler favours concurrency and schedules every
 rematerialized block at once, which would hide what `remat` saves). Even so that scheduler
 recomputes some blocks' activations early when a large vocabulary's logits dominate (Gemma 2B:
-temporaries ~1.5x the analytic count, whose parts are printed beside them), and a TPU's compiler
+temporaries ~1.7x the analytic count, whose parts are printed beside them), and a TPU's compiler
 schedules collectives its own way: the arguments are exact, the temporaries an upper estimate.
 
 Depth: compiling all layers of a 2B model takes minutes on two cores, so by default the programs
@@ -194,8 +194,9 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
                 recomputation): every layer's weights in f32 and bf16 and their whole f32
                 gradient before it is reduce-scattered; the embedding table likewise, with the
                 gradients of its two uses (input embedding, output projection)
-  logits        per microbatch, the rows on one device x sequence x vocabulary: the bf16 product
-                and two f32 arrays (the logits, the log-probabilities)
+  logits        per microbatch, the rows on one device x scored positions (a rollout's completion
+                tokens; every position of an SFT row) x vocabulary: the bf16 product and two
+                f32 arrays (the logits, the log-probabilities)
   layer inputs  remat keeps each block's input for the backward: layers x rows x sequence x D
   one layer     the recomputed block being differentiated: its MLP hidden states (gate, up,
                 product) and its attention probabilities (and their gradient, f32)
@@ -219,12 +220,13 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
   if config.method.needs_rollouts:
     rows = config.batch_size // config.microbatches * rollout.num_samples
     length = task.max_prompt_len + rollout.max_new_tokens - 1
+    scored = rollout.max_new_tokens  # only the completion's positions are projected to logits
   else:
     rows = config.batch_size // config.microbatches
-    length = task.max_prompt_len + task.max_target_len
+    length = scored = task.max_prompt_len + task.max_target_len
   rows_per_device = math.ceil(rows / shards)
   tokens = rows_per_device * length
-  out['logits'] = tokens * cfg.vocab_size * (act_bytes + 4 + 4)
+  out['logits'] = rows_per_device * scored * cfg.vocab_size * (act_bytes + 4 + 4)
   out['layer_inputs'] = cfg.num_layers * tokens * cfg.embed_dim * act_bytes
   out['one_layer'] = (3 * tokens * cfg.mlp_dim * act_bytes
                       + 2 * rows_per_device * cfg.num_heads * length * length * 4)

@@ -198,6 +198,18 @@ def test_return_hidden_gives_the_states_the_tied_projection_reads():
                               rtol=1e-5)
 
 
+@pytest.mark.parametrize('name', ['gqa-gemma2', 'mqa-llama'])
+def test_unembed_of_the_hidden_states_is_the_forward(name):
+  """Soft-capped (Gemma 2) and untied (Llama) heads: unembed applies them as the forward does."""
+  cfg = CONFIGS[name]
+  model, params = _init(cfg)
+  tokens = _tokens((2, 5))
+  hidden = model.apply({'params': params}, tokens, return_hidden=True)
+  chex.assert_trees_all_close(models.unembed(model, params, hidden[:, 1:3]),
+                              model.apply({'params': params}, tokens)[:, 1:3], atol=1e-6,
+                              rtol=1e-6)
+
+
 def test_repeat_cache_gives_each_copy_the_same_continuation():
   cfg = CONFIGS['mqa']
   _, params = _init(cfg)

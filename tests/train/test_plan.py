@@ -87,7 +87,7 @@ def test_gemma_2b_bon_rl_v_on_16_fake_devices_against_the_analytic_count():
   """The pod config, its microbatches' 128 rows split evenly over the 16 devices.
 
   The arguments (params, AdamW state and the reference params over the fsdp shards, and the
-  batch) are the analytic count to the byte but for the batch. The temporaries are ~1.5x the
+  batch) are the analytic count to the byte but for the batch. The temporaries are ~1.7x the
   count: XLA's CPU scheduler recomputes some blocks' MLP and attention activations before the
   logits' backward is done (see bonjax/train/plan.py), so the bound here is loose above.
   """

@@ -60,6 +60,30 @@ class Block(nn.Module):
     return nn.with_logical_constraint(x, ('batch', 'length', 'embed')), layer_cache
 
 
+def _scanned_blocks(cfg: TransformerConfig, layer_params: list[Any], x: jax.Array,
+                    positions: jax.Array, masks: dict[str, jax.Array]) -> jax.Array:
+  """The blocks of a remat training forward as one `lax.scan` over periods of the layer pattern.
+
+  Each period's params are stacked along a new leading axis and the scan body, rematerialized,
+  applies one period. Unrolled, a compiler may keep every layer's FSDP-gathered weights and
+  recomputed activations alive from the forward into the backward (XLA does); in a scan the
+  backward is a loop that recomputes one period at a time, gathers included, so one period's
+  weights and activations are live at once. Same ops, same values as the unrolled blocks.
+  """
+  period = len(cfg.attention_types)
+  blocks = [Block(cfg, t, parent=None) for t in cfg.attention_types]
+  stacked = [jax.tree.map(lambda *leaves: jnp.stack(leaves), *layer_params[j::period])
+             for j in range(period)]
+
+  @functools.partial(jax.checkpoint, prevent_cse=False)  # a scan body needs no CSE barrier
+  def body(x, params):
+    for block, p, t in zip(blocks, params, cfg.attention_types):
+      x = block.apply({'params': p}, x, positions, masks[t], None, None)[0]
+    return x, None
+
+  return jax.lax.scan(body, x, stacked)[0]
+
+
 class Transformer(nn.Module):
   """Decoder-only transformer; `__call__` documents the calling convention.
 
@@ -73,9 +97,22 @@ class Transformer(nn.Module):
   {'scale': [D]} ([H] for q_norm / k_norm; applied as 1 + scale, or as scale when not
   config.norm_unit_offset), biases [N, H], [K, H], [K, H], [D]; bracketed ones only when the
   config asks for them (tie_embeddings=False, qk_norm, attention_bias, the post-norms).
+
+  scan_layers: with config.remat, a training forward (no cache) runs its layers as one
+  `lax.scan` over periods of the layer pattern (`_scanned_blocks`): the same values, with one
+  period's activations and gathered weights live at a time instead of every layer's. The params
+  stay one subtree per layer either way. False unrolls the layers (`bonjax plan` counts FLOPs
+  on the unrolled program, since XLA's cost analysis counts a loop body once).
   """
 
   config: TransformerConfig
+  scan_layers: bool = True
+
+  @property
+  def scans(self) -> bool:
+    """Whether its training forward scans over the layers (see the class docstring)."""
+    cfg = self.config
+    return self.scan_layers and cfg.remat and cfg.num_layers % len(cfg.attention_types) == 0
 
   @nn.compact
   def __call__(
@@ -151,7 +188,13 @@ class Transformer(nn.Module):
 
     block_cls = nn.remat(Block) if cfg.remat else Block
     new_layer_caches = []
-    for i, attention_type in enumerate(cfg.layer_attention_types):
+    # A remat training forward scans its layers (_scanned_blocks); initialization creates the
+    # params through the modules, and decoding (a cache) runs them one by one.
+    scan = self.scans and cache is None and not self.is_initializing()
+    if scan:
+      x = _scanned_blocks(cfg, [self.variables['params'][f'layer_{i}']
+                                for i in range(cfg.num_layers)], x, positions, masks)
+    for i, attention_type in enumerate(() if scan else cfg.layer_attention_types):
       layer_cache = None if cache is None else cache['layers'][i]
       prefix_args = () if prefix is None else (prefix['layers'][i], prefix_masks[attention_type])
       x, layer_cache = block_cls(cfg, attention_type, name=f'layer_{i}')(

@@ -9,17 +9,17 @@ Nothing is allocated: every argument is a ShapeDtypeStruct carrying its sharding
 fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N, set before jax starts:
 `bonjax plan` does it from --mesh), so the numbers are those of XLA's CPU compiler, run with its
 memory-minimizing scheduler (the default CPU scheduler favours concurrency and schedules every
-rematerialized block at once, which would hide what `remat` saves). Even so that scheduler
-recomputes some blocks' activations early when a large vocabulary's logits dominate (Gemma 2B:
-temporaries ~1.7x the analytic count, whose parts are printed beside them), and a TPU's compiler
-schedules collectives its own way: the arguments are exact, the temporaries an upper estimate.
+rematerialized block at once, which would hide what `remat` saves). A TPU's compiler schedules
+collectives its own way: the arguments are exact, the temporaries an estimate (Gemma 2B
+BoN-RL-V on 16 devices: 0.86x the analytic count, whose parts are printed beside them).
 
-Depth: compiling all layers of a 2B model takes minutes on two cores, so by default the programs
-are compiled at one and two periods of the layer pattern (1 and 2 layers for Gemma 1, 2 and 4 for
-Gemma 2's local/global pair) and every number is extrapolated linearly in the depth: the layers
-are identical, so their parameters, optimizer state, saved activations and FLOPs add up per
-layer. `full_depth=True` compiles the whole model instead (for Gemma 2B BoN-RL-V on 16 devices
-its numbers equal the extrapolated ones to the printed digit, in 315 s instead of 120 s).
+Depth: a model that scans its layers (`models.Transformer.scans`: remat, the pod configs) is
+compiled whole, since its loop body is one period of the layer pattern however deep it is (Gemma
+2B: about a minute on two cores); its FLOPs come from the same step with the layers unrolled,
+lowered but not compiled. An unrolled model would take minutes to compile whole, so by default
+it is compiled at one and two periods of the layer pattern and every number is extrapolated
+linearly in the depth: the layers are identical, so their parameters, optimizer state, saved
+activations and FLOPs add up per layer. `full_depth=True` compiles the whole model instead.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class _Config:
 
   def at_depth(self, num_layers: int) -> '_Config':
     config = dataclasses.replace(self.model.config, num_layers=num_layers)
-    return dataclasses.replace(self, model=models.Transformer(config))
+    return dataclasses.replace(self, model=self.model.clone(config=config))
 
 
 def _compile_train(config: _Config, mesh) -> tuple[Memory, float, Any]:
@@ -140,16 +140,18 @@ def _compile_train(config: _Config, mesh) -> tuple[Memory, float, Any]:
   batch = abstract_batch(config.method, config.task, config.rollout, config.batch_size, mesh)
   sampler = config.rollout.sampler if config.rollout is not None else None
 
-  def lowered(microbatches):
-    step = steps_lib.train_step_for(config.model, config.optimizer, config.method, mesh=mesh,
+  def lowered(microbatches, model=config.model):
+    step = steps_lib.train_step_for(model, config.optimizer, config.method, mesh=mesh,
                                     rules=config.rules, sampler=sampler,
                                     microbatches=microbatches, track_kl=config.track_kl)
     return step.lower(abstract, batch, abstract.params if step.with_reference else None)
 
   memory = Memory.of(lowered(config.microbatches).compile())
   # XLA's cost analysis counts a loop body once, so the FLOPs of a step come from the same step
-  # without microbatches (the same arithmetic, no scan), lowered but not compiled.
-  flops = float(lowered(1).cost_analysis().get('flops', float('nan')))
+  # without microbatches and with its layers unrolled (the same arithmetic, no loop), lowered
+  # but not compiled.
+  unrolled = config.model.clone(scan_layers=False)
+  flops = float(lowered(1, unrolled).cost_analysis().get('flops', float('nan')))
   return memory, flops, abstract
 
 
@@ -169,9 +171,11 @@ def _compile_generation(config: _Config, mesh, params) -> Memory:
   return Memory.of(lowered.compile())
 
 
-def _depths(config: models.TransformerConfig, full_depth: bool) -> list[int]:
+def _depths(model: models.Transformer, full_depth: bool) -> list[int]:
+  config = model.config
   period = len(config.attention_types)
-  if full_depth or 2 * period >= config.num_layers:
+  # A scanned stack compiles one period whatever the depth: compile all of it.
+  if full_depth or model.scans or 2 * period >= config.num_layers:
     return [config.num_layers]
   return [period, 2 * period]
 
@@ -189,14 +193,17 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
   state         params + optimizer state (+ the initial policy's params, for the KL), their
                 shards as the shardings say
   gradients     one params-sized f32 buffer per device, two with microbatches (the accumulator)
-  gathered      FSDP gathers each weight whole before using it, and the gathered weights stay from
-                the forward to the backward (one gather serves both the forward and the remat's
-                recomputation): every layer's weights in f32 and bf16 and their whole f32
-                gradient before it is reduce-scattered; the embedding table likewise, with the
-                gradients of its two uses (input embedding, output projection)
+  gathered      FSDP gathers each weight whole before using it: a layer's weights in f32 and bf16
+                and their whole f32 gradient before it is reduce-scattered, for one period of
+                the layer pattern at a time when the model scans its layers (the backward
+                recomputes a period, its gathers included), for every layer when it unrolls
+                them (the gathered weights stay from the forward to the backward); the
+                embedding table likewise, with the gradients of its two uses (input embedding,
+                output projection)
+  stacked       a scanning model's layer params stacked for the scan, and their stacked gradient
   logits        per microbatch, the rows on one device x scored positions (a rollout's completion
-                tokens; every position of an SFT row) x vocabulary: the bf16 product and two
-                f32 arrays (the logits, the log-probabilities)
+                tokens; every position of an SFT row) x vocabulary: two f32 arrays (the logits,
+                the log-probabilities; the bf16 product is fused into the first)
   layer inputs  remat keeps each block's input for the backward: layers x rows x sequence x D
   one layer     the recomputed block being differentiated: its MLP hidden states (gate, up,
                 product) and its attention probabilities (and their gradient, f32)
@@ -215,8 +222,12 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
                   - models.param_count(dataclasses.replace(cfg, num_layers=1)))
   # A tied table has the gradients of two uses; an untied output head is a second table.
   tables = (4 + act_bytes + 4 + 4) if cfg.tie_embeddings else 2 * (4 + act_bytes + 4)
+  gathered_layers = len(cfg.attention_types) if config.model.scans else cfg.num_layers
   out['gathered_weights'] = (cfg.vocab_size * cfg.embed_dim * tables
-                             + cfg.num_layers * layer_params * (4 + act_bytes + 4))
+                             + gathered_layers * layer_params * (4 + act_bytes + 4))
+  if config.model.scans:
+    out['stacked_layers'] = 2 * _shard_bytes(
+        {name: tree for name, tree in abstract_state.params.items() if name.startswith('layer_')})
   if config.method.needs_rollouts:
     rows = config.batch_size // config.microbatches * rollout.num_samples
     length = task.max_prompt_len + rollout.max_new_tokens - 1
@@ -226,7 +237,7 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
     length = scored = task.max_prompt_len + task.max_target_len
   rows_per_device = math.ceil(rows / shards)
   tokens = rows_per_device * length
-  out['logits'] = rows_per_device * scored * cfg.vocab_size * (act_bytes + 4 + 4)
+  out['logits'] = rows_per_device * scored * cfg.vocab_size * (4 + 4)
   out['layer_inputs'] = cfg.num_layers * tokens * cfg.embed_dim * act_bytes
   out['one_layer'] = (3 * tokens * cfg.mlp_dim * act_bytes
                       + 2 * rows_per_device * cfg.num_heads * length * length * 4)
@@ -261,7 +272,7 @@ def plan(train_args: Mapping[str, Any], *, meshes: Sequence[str],
   if not meshes:
     raise ValueError('plan needs at least one mesh spec (--mesh=data:4,fsdp:16)')
   config = _config(train_args)
-  depths = _depths(config.model.config, full_depth)
+  depths = _depths(config.model, full_depth)
   report = {'device_memory': budget, 'meshes': {}, 'fits_on': []}
   for spec in meshes:
     count = mesh_device_count(spec, num_devices)

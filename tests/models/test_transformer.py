@@ -210,6 +210,27 @@ def test_unembed_of_the_hidden_states_is_the_forward(name):
                               rtol=1e-6)
 
 
+@pytest.mark.parametrize('name', ['gqa-gemma2', 'mqa-llama'])
+def test_a_remat_forward_scans_its_layers_with_the_unrolled_values_and_gradients(name):
+  """Gemma 2's local/global pair is scanned as one period; a depth it does not divide unrolls."""
+  cfg = dataclasses.replace(CONFIGS[name], num_layers=4, remat=True)
+  scanned = models.Transformer(cfg)
+  unrolled = scanned.clone(scan_layers=False)
+  assert scanned.scans and not unrolled.scans
+  assert models.Transformer(dataclasses.replace(cfg, num_layers=3)).scans == (
+      len(cfg.attention_types) == 1)
+  _, params = _init(dataclasses.replace(cfg, remat=False))
+  tokens = _tokens((2, 7))
+
+  def value_and_grad(model):
+    loss = lambda p: jnp.sum(jnp.sin(model.apply({'params': p}, tokens)))
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  # The same ops; XLA fuses the loop body differently, so f32 sums differ in the last bits.
+  chex.assert_trees_all_close(value_and_grad(scanned), value_and_grad(unrolled), atol=1e-4,
+                              rtol=1e-4)
+
+
 def test_repeat_cache_gives_each_copy_the_same_continuation():
   cfg = CONFIGS['mqa']
   _, params = _init(cfg)

@@ -87,20 +87,20 @@ def test_gemma_2b_bon_rl_v_on_16_fake_devices_against_the_analytic_count():
   """The pod config, its microbatches' 128 rows split evenly over the 16 devices.
 
   The arguments (params, AdamW state and the reference params over the fsdp shards, and the
-  batch) are the analytic count to the byte but for the batch. The temporaries are ~1.7x the
-  count: XLA's CPU scheduler recomputes some blocks' MLP and attention activations before the
-  logits' backward is done (see bonjax/train/plan.py), so the bound here is loose above.
+  batch) are the analytic count to the byte but for the batch; the peak is within 15% of the
+  analytic count (the model scans its layers, so one layer's gathered weights and activations are
+  live at a time: unrolled, XLA kept all 18 layers' and needed 1.7x the count).
   """
   result, seconds = _plan_cli(f'--gin_file={GEMMA_2B}', '--mesh=fsdp:16', '--device_memory=16GiB',
                               '--gin_bindings=train.microbatches = 16')
   assert result.returncode == 0, result.stderr[-3000:]
   assert seconds < 300, seconds
   out = result.stdout
-  assert 'compiled at [1, 2] layers, extrapolated linearly to 18' in out
+  assert 'compiled at all 18 layers' in out
   assert 'does NOT fit in 16.0 GiB' in out and 'fits on none of the candidate meshes' in out
   arguments = float(out.split('arguments')[1].split('GiB')[0])
   state = sum(float(out.split(f'{name} ')[1].split(',')[0])
               for name in ('params', 'optimizer_state', 'reference_params'))
   assert arguments == pytest.approx(state, rel=0.01, abs=0.02), out
   ratio = float(out.split('compiled / analytic = ')[1].split(')')[0])
-  assert 0.85 <= ratio <= 2.0, out
+  assert 0.85 <= ratio <= 1.15, out

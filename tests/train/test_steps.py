@@ -31,9 +31,9 @@ def _rollout_batch(batch=8, m=4, length=5, seed=0):
           'rewards': (rng.random((batch, m)) > 0.5).astype(np.float32)}
 
 
-def _state(mesh, tx):
-  return state_lib.create_state(MODEL, tx, jax.random.key(0), mesh,
-                                params=jax.device_put(helpers.tiny_params(MODEL)))
+def _state(mesh, tx, model=MODEL):
+  return state_lib.create_state(model, tx, jax.random.key(0), mesh,
+                                params=jax.device_put(helpers.tiny_params(model)))
 
 
 def test_sft_step_fits_a_repeated_batch():
@@ -69,12 +69,13 @@ def test_microbatches_accumulate_to_the_full_batch_update():
     steps.make_train_step(POLICY, tx, method, mesh=mesh, microbatches=3)(_state(mesh, tx), batch)
 
 
-def _losses(mesh, num_steps=3):
+def _losses(mesh, num_steps=3, model=MODEL):
   tx = optax.adam(1e-3)
-  step = steps.make_train_step(POLICY, tx, methods.PolicyGradient('bon_rl_v', bon_n=2),
-                               mesh=mesh, with_reference=True)
-  state = _state(mesh, tx)
-  ref = jax.device_put(helpers.tiny_params(MODEL), step.shardings.params)
+  step = steps.make_train_step(methods.Policy(model, sampling.Temperature(1.0)), tx,
+                               methods.PolicyGradient('bon_rl_v', bon_n=2), mesh=mesh,
+                               with_reference=True)
+  state = _state(mesh, tx, model)
+  ref = jax.device_put(helpers.tiny_params(model), step.shardings.params)
   losses = []
   for i in range(num_steps):
     state, metrics = step(state, _rollout_batch(seed=i), ref)
@@ -99,6 +100,14 @@ def test_one_and_eight_devices_give_the_same_losses_and_the_step_is_sharded():
   text = lowered.as_text()
   assert text.count('sharding_constraint') + text.count('@Sharding') >= MODEL.config.num_layers
   assert '"fsdp"' in text or 'fsdp' in text
+
+
+def test_a_scanned_remat_stack_on_eight_devices_trains_as_the_unrolled_one_on_one():
+  remat = helpers.tiny_model(remat=True, num_layers=4)
+  assert remat.scans and not remat.clone(scan_layers=False).scans
+  unrolled, _, _ = _losses(_one_device_mesh(), model=remat.clone(scan_layers=False))
+  scanned, _, _ = _losses(sharding.make_mesh('data:4,fsdp:2'), model=remat)
+  np.testing.assert_allclose(scanned, unrolled, rtol=1e-4, atol=1e-4)
 
 
 def test_a_batch_the_mesh_does_not_divide_is_named():

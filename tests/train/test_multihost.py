@@ -8,6 +8,7 @@ tokenizer). Every logged number must agree with the reference, and each process 
 only its half of each global batch.
 """
 
+import fcntl
 import json
 import os
 import signal
@@ -31,9 +32,7 @@ REFERENCE_RUNS = [dict(workdir='sft', method='sft', num_steps=4),
 JOB_RUNS = [dict(workdir='sft', method='sft', num_steps=2),
             dict(workdir='sft', method='sft', num_steps=4),
             dict(workdir='bon_rl_s', method='bon_rl_s', num_steps=2)]
-# One worker runs the whole module (pytest.ini: --dist loadgroup), so the 3-process fixture starts
-# once: under pytest -n every worker that got one of these tests would start it again.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('multihost')]
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -103,14 +102,27 @@ def _wait(workers, timeout_s: float) -> list[dict]:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """(the reference's result, [the job's results by process], root directory)."""
-  root = tmp_path_factory.mktemp('multihost')
-  port = _free_port()
-  workers = [_start(root, 'reference', REFERENCE_RUNS, process_id=0, num_processes=1,
-                    local_devices=8, port=port)]
-  workers += [_start(root, 'job', JOB_RUNS, process_id=i, num_processes=2, local_devices=4,
-                     port=port) for i in range(2)]
-  reference, *job = _wait(workers, TIMEOUT_S)
+  """(the reference's result, [the job's results by process], root directory).
+
+  The job (about two minutes) runs once per test session: under pytest -n, the first worker to
+  get one of these tests runs it in the workers' shared temporary directory, holding a lock, and
+  any other worker that gets one waits for its results instead of starting the job again.
+  """
+  base = tmp_path_factory.getbasetemp()
+  shared = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+  root, done = shared / 'multihost', shared / 'multihost' / 'results.json'
+  with open(shared / 'multihost.lock', 'w', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if not done.exists():
+      root.mkdir(exist_ok=True)
+      port = _free_port()
+      workers = [_start(root, 'reference', REFERENCE_RUNS, process_id=0, num_processes=1,
+                        local_devices=8, port=port)]
+      workers += [_start(root, 'job', JOB_RUNS, process_id=i, num_processes=2, local_devices=4,
+                         port=port) for i in range(2)]
+      reference, *job = _wait(workers, TIMEOUT_S)
+      done.write_text(json.dumps([reference, job]), encoding='utf-8')
+    reference, job = json.loads(done.read_text(encoding='utf-8'))
   return reference, job, root
 
 

@@ -23,6 +23,8 @@ import pytest
 from bonjax.train import metrics as metrics_lib
 from tests import helpers
 
+pytestmark = pytest.mark.slow
+
 WORKER = os.path.join(helpers.REPO_ROOT, 'tests', 'train', '_multihost_worker.py')
 TIMEOUT_S = 1200  # the whole job on a busy 2-core machine; it takes about 3 minutes alone
 BATCH_SIZE = 16  # as the worker's runs
@@ -32,7 +34,6 @@ REFERENCE_RUNS = [dict(workdir='sft', method='sft', num_steps=4),
 JOB_RUNS = [dict(workdir='sft', method='sft', num_steps=2),
             dict(workdir='sft', method='sft', num_steps=4),
             dict(workdir='bon_rl_s', method='bon_rl_s', num_steps=2)]
-pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:

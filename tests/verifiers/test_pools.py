@@ -47,11 +47,22 @@ def test_math_answer_reuses_its_worker_processes(math_verifier):
   assert math_verifier._pool.worker_ids() == pids
 
 
+def _wait_until_reaped(pool, pid):
+  # /proc shows a killed process as a zombie as soon as its main thread exits, while its other
+  # threads may still be exiting: until they are, waitpid (and so the pool) still sees it alive.
+  process = pool._executor._processes[pid]
+  for _ in range(500):
+    process.join(timeout=0.01)
+    if not process.is_alive():
+      return
+  raise AssertionError(f"worker {pid} was not reaped")
+
+
 def test_math_answer_survives_a_killed_worker(math_verifier):
   _score(math_verifier)
   victim = math_verifier._pool.worker_ids()[0]
   os.kill(victim, signal.SIGKILL)
-  _wait_until_dead(victim)
+  _wait_until_reaped(math_verifier._pool, victim)
   np.testing.assert_array_equal(_score(math_verifier), EXPECTED)
   pids = math_verifier._pool.worker_ids()
   assert len(pids) == 2 and victim not in pids

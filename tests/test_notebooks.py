@@ -10,6 +10,8 @@ from nbclient import NotebookClient
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
 SMALL_FLAG = "BONJAX_NOTEBOOK_SMALL"  # each notebook shrinks its settings when this is set
+FAST_COMPILE_FLAG_NAMES = ("--xla_backend_optimization_level",
+                           "--xla_llvm_disable_expensive_passes")
 
 
 def test_there_are_notebooks():
@@ -35,6 +37,11 @@ def test_notebook_runs_and_plots(path, monkeypatch):
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT),
                                                                   os.environ.get("PYTHONPATH")])))
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+  # The notebooks train for many steps: give their kernel XLA's optimizing compiler back, which
+  # tests/conftest.py turns off for the rest of the suite (short programs).
+  monkeypatch.setenv("XLA_FLAGS", " ".join(
+      flag for flag in os.environ.get("XLA_FLAGS", "").split()
+      if flag.split("=")[0] not in FAST_COMPILE_FLAG_NAMES))
   notebook = nbformat.read(path, as_version=4)
   client = NotebookClient(notebook, timeout=600, kernel_name="python3",
                           resources={"metadata": {"path": str(path.parent)}})

@@ -16,7 +16,8 @@ CONFIG = models.get_config('tiny')
 
 def _model_and_params():
   model = models.Transformer(CONFIG)
-  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))['params'])
+  init = jax.jit(model.init)
+  params = nn.unbox(init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))['params'])
   return model, params
 
 
@@ -31,17 +32,18 @@ def test_completion_logprobs_match_unpadded_forward_per_sample():
   completion_lengths = np.array([[4, 2, 1], [3, 4, 0]], np.int32)
   temperature = 0.7
 
-  got = logprobs.completion_logprobs(model, params, jnp.asarray(prompts),
-                                     jnp.asarray(prompt_lengths), jnp.asarray(completions),
-                                     completion_lengths=jnp.asarray(completion_lengths),
-                                     sampler=sampling.Temperature(temperature))
+  got = jax.jit(lambda p: logprobs.completion_logprobs(
+      model, p, jnp.asarray(prompts), jnp.asarray(prompt_lengths), jnp.asarray(completions),
+      completion_lengths=jnp.asarray(completion_lengths),
+      sampler=sampling.Temperature(temperature)))(params)
   chex.assert_shape(got, (2, 3, 4))
 
+  forward = jax.jit(model.apply)  # eager, each of the six lengths would dispatch op by op
   for b in range(2):
     for j in range(3):
       p, c = prompt_lengths[b], completion_lengths[b, j]
       sequence = np.concatenate([prompts[b, :p], completions[b, j]])[None]
-      logits = model.apply({'params': params}, jnp.asarray(sequence))[0] / temperature
+      logits = forward({'params': params}, jnp.asarray(sequence))[0] / temperature
       log_probs = jax.nn.log_softmax(logits, axis=-1)
       expected = [log_probs[p - 1 + t, completions[b, j, t]] if t < c else 0.0 for t in range(4)]
       np.testing.assert_allclose(got[b, j], expected, atol=1e-5, rtol=1e-5)
@@ -64,13 +66,15 @@ def test_filtered_samplers_are_differentiated_as_sampled():
   samples = sampling.generate(model, params, prompts, jnp.array([3]), num_samples=3,
                               max_new_tokens=5, rng=jax.random.key(0), sampler=sampler, eos_id=2,
                               pad_id=0)
-  got = logprobs.completion_logprobs(model, params, prompts, jnp.array([3]), samples.tokens,
-                                     completion_lengths=samples.lengths, sampler=sampler)
+
+  def completion_logprobs(p):
+    return logprobs.completion_logprobs(model, p, prompts, jnp.array([3]), samples.tokens,
+                                        completion_lengths=samples.lengths, sampler=sampler)
+
+  got = jax.jit(completion_logprobs)(params)
   # The sampler recorded each token's log-probability under the law it drew from.
   chex.assert_trees_all_close(got, samples.logprobs, atol=2e-5)
-  grads = jax.grad(lambda p: logprobs.completion_logprobs(
-      model, p, prompts, jnp.array([3]), samples.tokens, completion_lengths=samples.lengths,
-      sampler=sampler).sum())(params)
+  grads = jax.jit(jax.grad(lambda p: completion_logprobs(p).sum()))(params)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 

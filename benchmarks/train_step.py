@@ -54,11 +54,11 @@ def rollout_batch(config, num_samples=NUM_SAMPLES, seed=0) -> dict[str, np.ndarr
           'rewards': (rng.random(shape) > 0.5).astype(np.float32)}
 
 
-def make_step(config, method=None):
+def make_step(config, method=None, sampler=sampling.Temperature(1.0)):
   model = models.Transformer(config)
   mesh = sharding.make_mesh('data:1', jax.devices()[:1])
   tx = train_lib.optimizer('adam', 1e-5)
-  policy = train_lib.Policy(model, sampling.Temperature(1.0))
+  policy = train_lib.Policy(model, sampler)
   step = train_lib.make_train_step(policy, tx, method or train_lib.PolicyGradient('bon_rl_s',
                                                                                   bon_n=4),
                                    mesh=mesh)
@@ -95,7 +95,9 @@ def weights_share(config, repeats) -> tuple[float, float]:
 def code_task(config) -> tuple[data.Tokenizer, dict]:
   """Prompts asking for a one-line function, with HumanEval-style tests, and their tokenizer."""
   texts = [f'def add_{i}(x):\n    return x + {i}\n' for i in range(200)]
-  tokenizer = data.Tokenizer.train(texts, vocab_size=config.vocab_size)
+  # These texts hold fewer pieces than the model's 512 ids (256 of them byte fallbacks): the
+  # tokenizer is smaller and the model's vocabulary padded, which the rollout never samples.
+  tokenizer = data.Tokenizer.train(texts, vocab_size=min(config.vocab_size, 300))
   prompts = [f'def add_{i}(x):\n' for i in range(NUM_PROMPTS)]
   metadata = [{'prompt': p, 'entry_point': f'add_{i}',
                'test': f'def check(candidate):\n    assert candidate(1) == {1 + i}\n'}
@@ -107,10 +109,13 @@ def code_task(config) -> tuple[data.Tokenizer, dict]:
 
 
 def rl_iteration(config, repeats, verifier) -> dict[str, float]:
-  model, step, state = make_step(config, train_lib.PolicyGradient('bon_rlb_p', bon_n=4))
   tokenizer, batch = code_task(config)
+  # As the training loop does for a padded vocabulary: sample, and differentiate, decodable ids.
+  sampler = sampling.ValidTokens(sampling.Temperature(1.0), tokenizer.vocab_size)
+  model, step, state = make_step(config, train_lib.PolicyGradient('bon_rlb_p', bon_n=4), sampler)
   scorer = train_lib.Scorer(verifier, verifier, max_workers=4)
-  rollout = train_lib.Rollout(num_samples=NUM_SAMPLES, max_new_tokens=NEW_TOKENS, chunks=4)
+  rollout = train_lib.Rollout(num_samples=NUM_SAMPLES, max_new_tokens=NEW_TOKENS, chunks=4,
+                              sampler=sampler)
   runs = []
   try:
     for i in range(repeats + 1):

@@ -4,11 +4,7 @@ import os
 import shutil
 import tempfile
 
-# Tests compile many small programs and run each a few steps: LLVM's optimizations would cost
-# more compile time than they save (about a quarter of the suite's time on 2 cores). The
-# notebooks' kernels, which train for many steps, run without them (tests/test_notebooks.py).
-FAST_COMPILE_XLA_FLAGS = ("--xla_backend_optimization_level=0",
-                          "--xla_llvm_disable_expensive_passes=true")
+from tests.compile_flags import FAST_COMPILE_XLA_FLAGS  # compile fast: see that module for why
 
 # Must happen before the first `import jax`: XLA reads the flags once, at backend start-up.
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),

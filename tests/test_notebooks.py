@@ -7,11 +7,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests import compile_flags
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
 SMALL_FLAG = "BONJAX_NOTEBOOK_SMALL"  # each notebook shrinks its settings when this is set
-FAST_COMPILE_FLAG_NAMES = ("--xla_backend_optimization_level",
-                           "--xla_llvm_disable_expensive_passes")
 
 
 def test_there_are_notebooks():
@@ -39,9 +39,8 @@ def test_notebook_runs_and_plots(path, monkeypatch):
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
   # The notebooks train for many steps: give their kernel XLA's optimizing compiler back, which
   # tests/conftest.py turns off for the rest of the suite (short programs).
-  monkeypatch.setenv("XLA_FLAGS", " ".join(
-      flag for flag in os.environ.get("XLA_FLAGS", "").split()
-      if flag.split("=")[0] not in FAST_COMPILE_FLAG_NAMES))
+  monkeypatch.setenv("XLA_FLAGS",
+                     compile_flags.without_fast_compile(os.environ.get("XLA_FLAGS", "")))
   notebook = nbformat.read(path, as_version=4)
   client = NotebookClient(notebook, timeout=600, kernel_name="python3",
                           resources={"metadata": {"path": str(path.parent)}})

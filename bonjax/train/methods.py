@@ -56,12 +56,15 @@ class Policy:
 
   model: nn.Module
   sampler: sampling.Sampler = sampling.Temperature(1.0)
+  # Each prompt's forward shared by its completions (`bonjax.train.logprobs`); same values.
+  share_prompt: bool = True
 
   def completion_logprobs(self, params: PyTree, batch: Batch, prefix: str = '') -> jax.Array:
     """log pi of batch[prefix + 'tokens'] [B, M, T] given batch['prompts']: f32 [B, M, T]."""
     return logprobs_lib.completion_logprobs(
         self.model, params, batch['prompts'], batch['prompt_lengths'], batch[prefix + 'tokens'],
-        completion_lengths=batch[prefix + 'lengths'], sampler=self.sampler)
+        completion_lengths=batch[prefix + 'lengths'], sampler=self.sampler,
+        share_prompt=self.share_prompt)
 
   def sft_logprobs(self, params: PyTree, batch: Batch) -> jax.Array:
     """log pi(targets) of an SFT batch under the model's own softmax: f32 [B, L]."""

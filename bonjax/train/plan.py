@@ -204,7 +204,9 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
   logits        per microbatch, the rows on one device x scored positions (a rollout's completion
                 tokens; every position of an SFT row) x vocabulary: two f32 arrays (the logits,
                 the log-probabilities; the bf16 product is fused into the first)
-  layer inputs  remat keeps each block's input for the backward: layers x rows x sequence x D
+  layer inputs  remat keeps each block's input for the backward: layers x tokens x D, the tokens
+                of a device's rows (rollouts: a model that does not scan its layers runs each
+                prompt once, as the prefix of its M completions, bonjax.train.logprobs)
   one layer     the recomputed block being differentiated: its MLP hidden states (gate, up,
                 product) and its attention probabilities (and their gradient, f32)
   kv cache      generation: the prompt prefix and the samples' slots, keys and values, all layers
@@ -228,19 +230,25 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
   if config.model.scans:
     out['stacked_layers'] = 2 * _shard_bytes(
         {name: tree for name, tree in abstract_state.params.items() if name.startswith('layer_')})
+  prompts = config.batch_size // config.microbatches
+  prompts_per_device = math.ceil(prompts / shards)
   if config.method.needs_rollouts:
-    rows = config.batch_size // config.microbatches * rollout.num_samples
-    length = task.max_prompt_len + rollout.max_new_tokens - 1
+    rows_per_device = math.ceil(prompts * rollout.num_samples / shards)
     scored = rollout.max_new_tokens  # only the completion's positions are projected to logits
+    prompt_len, fed = task.max_prompt_len, rollout.max_new_tokens - 1
+    if config.model.scans:  # each prompt repeated before each of its completions
+      tokens = rows_per_device * (prompt_len + fed)
+      scores = rows_per_device * (prompt_len + fed) ** 2
+    else:  # each prompt once, a prefix its completions attend to (bonjax.train.logprobs)
+      tokens = prompts_per_device * prompt_len + rows_per_device * fed
+      scores = prompts_per_device * prompt_len ** 2 + rows_per_device * fed * (prompt_len + fed)
   else:
-    rows = config.batch_size // config.microbatches
-    length = scored = task.max_prompt_len + task.max_target_len
-  rows_per_device = math.ceil(rows / shards)
-  tokens = rows_per_device * length
+    rows_per_device = prompts_per_device
+    scored = task.max_prompt_len + task.max_target_len
+    tokens, scores = rows_per_device * scored, rows_per_device * scored ** 2
   out['logits'] = rows_per_device * scored * cfg.vocab_size * (4 + 4)
   out['layer_inputs'] = cfg.num_layers * tokens * cfg.embed_dim * act_bytes
-  out['one_layer'] = (3 * tokens * cfg.mlp_dim * act_bytes
-                      + 2 * rows_per_device * cfg.num_heads * length * length * 4)
+  out['one_layer'] = 3 * tokens * cfg.mlp_dim * act_bytes + 2 * cfg.num_heads * scores * 4
   out['train_total'] = sum(out.values())
   if rollout is not None:
     prompts = config.batch_size // rollout.chunks

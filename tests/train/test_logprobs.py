@@ -1,5 +1,7 @@
 """completion_logprobs scores each completion exactly as an unpadded forward pass would."""
 
+import dataclasses
+
 import chex
 import flax.linen as nn
 import jax
@@ -83,3 +85,45 @@ def test_greedy_sampler_cannot_be_differentiated():
   with pytest.raises(ValueError, match='Greedy'):
     logprobs.completion_logprobs(model, params, jnp.ones((1, 2), jnp.int32), jnp.array([2]),
                                  jnp.ones((1, 1, 2), jnp.int32), sampler=sampling.Greedy())
+
+
+@pytest.mark.parametrize('length', [1, 4])
+def test_shared_prompt_equals_repeated_prompt_in_value_and_gradient(length):
+  """Each prompt run once as its completions' shared prefix: the same log-probs and gradients."""
+  model, params = _model_and_params()
+  rng = np.random.default_rng(1)
+  prompt_lengths = np.array([2, 6, 4])
+  prompts = np.zeros((3, 6), np.int32)
+  for b, n in enumerate(prompt_lengths):
+    prompts[b, :n] = rng.integers(4, CONFIG.vocab_size, n)
+  completions = jnp.asarray(rng.integers(4, CONFIG.vocab_size, (3, 2, length)), jnp.int32)
+  completion_lengths = jnp.asarray(rng.integers(0, length + 1, (3, 2)), jnp.int32)
+  sampler = sampling.TopP(p=0.9, temperature=jnp.array([0.7, 1.0, 1.3]))
+  weights = jnp.asarray(rng.normal(size=(3, 2, length)), jnp.float32)
+
+  def loss(p, share_prompt):
+    lp = logprobs.completion_logprobs(
+        model, p, jnp.asarray(prompts), jnp.asarray(prompt_lengths), completions,
+        completion_lengths=completion_lengths, sampler=sampler, share_prompt=share_prompt)
+    return jnp.sum(weights * lp), lp
+
+  grad = jax.jit(jax.grad(loss, has_aux=True), static_argnums=1)
+  (shared_grads, shared), (repeated_grads, repeated) = grad(params, True), grad(params, False)
+  chex.assert_trees_all_close(shared, repeated, atol=1e-5)
+  chex.assert_trees_all_close(shared_grads, repeated_grads, atol=1e-5)
+
+
+def test_a_scanning_model_repeats_the_prompt():
+  """A remat model scans its layers, which a cached forward cannot: the same values either way."""
+  model = models.Transformer(dataclasses.replace(CONFIG, remat=True))
+  assert model.scans
+  _, params = _model_and_params()
+  prompts, completions = jnp.array([[5, 6, 7]], jnp.int32), jnp.array([[[8, 9], [10, 11]]])
+
+  def completion_logprobs(p, share_prompt=True):
+    return logprobs.completion_logprobs(model, p, prompts, jnp.array([3]), completions,
+                                        share_prompt=share_prompt)
+
+  assert 'scan' in str(jax.make_jaxpr(completion_logprobs)(params))
+  chex.assert_trees_all_close(completion_logprobs(params),
+                              completion_logprobs(params, share_prompt=False), atol=1e-6)

@@ -8,8 +8,11 @@ Work: 4 prompts of 16 tokens x M = 16 samples x 64 new tokens (rows of 79 tokens
 Models (random weights): small: 4 layers, d_model 256; large: 8 layers, d_model 512 (as in
 benchmarks/sampling.py). Reported:
   1. step FLOP/s: `bonjax.train.make_train_step` with PolicyGradient('bon_rl_s', bon_n=4) on one
-     device; FLOPs = `models.flops_per_token` (forward + backward) x the tokens of the batch;
-     against the FLOP/s of the fastest 1024^3 jnp.dot of this run (target >= 60% at d >= 256).
+     device, against the FLOP/s of the fastest 1024^3 jnp.dot of this run (target >= 60% at
+     d >= 256); each prompt run once as its samples' shared prefix (what training runs) and, for
+     the ratio, repeated before each sample (`Policy(share_prompt=False)`). FLOPs are those each
+     program executes (`step_flops`): `models.flops_per_token` (forward + backward) of the tokens
+     it runs at the context they attend to, the vocabulary projection at the scored positions.
   2. BoN weights at M = 32: `objectives.bon_rl_weights` jitted alone, as a share of the step on
      the same batch (target < 2%).
   3. one RL iteration (rollout + update) with the sandboxed code verifier on 64 programs, the
@@ -54,11 +57,11 @@ def rollout_batch(config, num_samples=NUM_SAMPLES, seed=0) -> dict[str, np.ndarr
           'rewards': (rng.random(shape) > 0.5).astype(np.float32)}
 
 
-def make_step(config, method=None, sampler=sampling.Temperature(1.0)):
+def make_step(config, method=None, sampler=sampling.Temperature(1.0), share_prompt=True):
   model = models.Transformer(config)
   mesh = sharding.make_mesh('data:1', jax.devices()[:1])
   tx = train_lib.optimizer('adam', 1e-5)
-  policy = train_lib.Policy(model, sampler)
+  policy = train_lib.Policy(model, sampler, share_prompt=share_prompt)
   step = train_lib.make_train_step(policy, tx, method or train_lib.PolicyGradient('bon_rl_s',
                                                                                   bon_n=4),
                                    mesh=mesh)
@@ -76,10 +79,17 @@ def time_step(step, state, batch, repeats) -> tuple[float, object]:
   return sampling_bench.timed(run, repeats), holder['state']
 
 
-def step_flops(config, batch) -> float:
-  rows = batch['tokens'].shape[0] * batch['tokens'].shape[1]
-  seq = PROMPT_LEN + NEW_TOKENS - 1
-  return rows * seq * models.flops_per_token(config, seq)
+def step_flops(config, batch, share_prompt: bool) -> float:
+  """Forward + backward FLOPs of the step's program (its prompts shared or repeated)."""
+  prompts, samples, length = batch['tokens'].shape
+  rows, fed, context = prompts * samples, length - 1, PROMPT_LEN + length - 1
+  head = 6 * config.vocab_size * config.embed_dim  # projected at the `length` scored positions
+  body = lambda seq: models.flops_per_token(config, seq) - head
+  if share_prompt:
+    tokens = prompts * PROMPT_LEN * body(PROMPT_LEN) + rows * fed * body(context)
+  else:
+    tokens = rows * context * body(context)
+  return tokens + rows * length * head
 
 
 def weights_share(config, repeats) -> tuple[float, float]:
@@ -147,12 +157,17 @@ def main() -> None:
     print(f'\n== {size}: {config.num_layers} layers, d_model {config.embed_dim}, '
           f'{models.param_count(config):,} parameters')
     batch = rollout_batch(config)
-    _, step, state = make_step(config)
-    seconds, _ = time_step(step, state, batch, args.repeats)
-    achieved = step_flops(config, batch) / seconds
-    print(f'1. policy-gradient step ({NUM_PROMPTS}x{NUM_SAMPLES} rows of '
-          f'{PROMPT_LEN + NEW_TOKENS - 1} tokens): {seconds * 1e3:.1f} ms, '
-          f'{achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.0%} of the dot peak')
+    print(f'1. policy-gradient step, {NUM_PROMPTS} prompts of {PROMPT_LEN} tokens x '
+          f'{NUM_SAMPLES} samples of {NEW_TOKENS}:')
+    times = {}
+    for share_prompt, label in ((True, 'prompt shared  '), (False, 'prompt repeated')):
+      _, step, state = make_step(config, share_prompt=share_prompt)
+      times[share_prompt], _ = time_step(step, state, batch, args.repeats)
+      flops = step_flops(config, batch, share_prompt)
+      achieved = flops / times[share_prompt]
+      print(f'   {label} {times[share_prompt] * 1e3:7.1f} ms, {flops / 1e9:6.1f} GFLOP, '
+            f'{achieved / 1e9:5.1f} GFLOP/s = {achieved / peak:.0%} of the dot peak')
+    print(f'   sharing the prompt: {times[False] / times[True]:.2f}x faster')
     weights_s, step_s = weights_share(config, args.repeats)
     print(f'2. bon_rl_weights at M = 32: {weights_s * 1e3:.3f} ms of a {step_s * 1e3:.1f} ms step '
           f'= {weights_s / step_s:.2%}')

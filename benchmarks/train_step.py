@@ -17,8 +17,10 @@ benchmarks/sampling.py). Reported:
      the same batch (target < 2%).
   3. one RL iteration (rollout + update) with the sandboxed code verifier on 64 programs, the
      rollout in 4 chunks whose verification overlaps the next chunk's decoding: the time split
-     into sampling / verifying / updating and the share of the iteration the device waits for
-     the host (target < 20%).
+     into sampling / verifying / updating and the share of the iteration the device is idle,
+     waiting for the host's scores (target < 20%); with the update streamed over the chunks
+     (each differentiated while the next is verified, as `bonjax train` does when
+     train.microbatches is a multiple of Rollout.chunks) and, for the ratio, waiting for all.
 The whole iteration against Tunix's GRPOLearner (same model, weights and workload, in its own
 venv) is benchmarks/rl_iteration.py.
 Times are medians of --repeats runs after a warm-up (compile); ratios are within this run.
@@ -39,6 +41,7 @@ from bonjax import data, models, objectives, sampling, sharding, verifiers
 from bonjax import train as train_lib
 
 NUM_PROMPTS, PROMPT_LEN, NUM_SAMPLES, NEW_TOKENS = 4, 16, 16, 64
+CHUNKS = 4
 
 
 def config_of(size: str) -> models.TransformerConfig:
@@ -57,14 +60,15 @@ def rollout_batch(config, num_samples=NUM_SAMPLES, seed=0) -> dict[str, np.ndarr
           'rewards': (rng.random(shape) > 0.5).astype(np.float32)}
 
 
-def make_step(config, method=None, sampler=sampling.Temperature(1.0), share_prompt=True):
+def make_step(config, method=None, sampler=sampling.Temperature(1.0), share_prompt=True,
+              microbatches=1):
   model = models.Transformer(config)
   mesh = sharding.make_mesh('data:1', jax.devices()[:1])
   tx = train_lib.optimizer('adam', 1e-5)
   policy = train_lib.Policy(model, sampler, share_prompt=share_prompt)
   step = train_lib.make_train_step(policy, tx, method or train_lib.PolicyGradient('bon_rl_s',
                                                                                   bon_n=4),
-                                   mesh=mesh)
+                                   mesh=mesh, microbatches=microbatches)
   state = train_lib.create_state(model, tx, jax.random.key(0), mesh)
   return model, step, state
 
@@ -118,27 +122,38 @@ def code_task(config) -> tuple[data.Tokenizer, dict]:
   return tokenizer, batch
 
 
-def rl_iteration(config, repeats, verifier) -> dict[str, float]:
+def rl_iteration(config, repeats, verifier, stream: bool) -> dict[str, float]:
+  """The training loop's iteration: with `stream`, the update accumulates each rollout chunk as
+  it is scored (4 chunks, 4 microbatches); without, it waits for the whole rollout."""
   tokenizer, batch = code_task(config)
   # As the training loop does for a padded vocabulary: sample, and differentiate, decodable ids.
   sampler = sampling.ValidTokens(sampling.Temperature(1.0), tokenizer.vocab_size)
-  model, step, state = make_step(config, train_lib.PolicyGradient('bon_rlb_p', bon_n=4), sampler)
+  model, step, state = make_step(config, train_lib.PolicyGradient('bon_rlb_p', bon_n=4), sampler,
+                                 microbatches=CHUNKS)
   scorer = train_lib.Scorer(verifier, verifier, max_workers=4)
-  rollout = train_lib.Rollout(num_samples=NUM_SAMPLES, max_new_tokens=NEW_TOKENS, chunks=4,
+  rollout = train_lib.Rollout(num_samples=NUM_SAMPLES, max_new_tokens=NEW_TOKENS, chunks=CHUNKS,
                               sampler=sampler)
   runs = []
   try:
     for i in range(repeats + 1):
+      total = None
+
+      def accumulate(chunk):
+        nonlocal total
+        total = step.accumulate(state.params, total, chunk, microbatches=1)
+        return total
+
       start = time.perf_counter()
       arrays, info = rollout(model, state.params, batch, step_key=jax.random.key(i),
-                             tokenizer=tokenizer, scorer=scorer, prompt_format='{prompt}')
+                             tokenizer=tokenizer, scorer=scorer, prompt_format='{prompt}',
+                             on_chunk=accumulate if stream else None)
       rolled = time.perf_counter()
-      state, metrics = step(state, arrays)
+      state, metrics = (step.apply(state, total, CHUNKS) if stream else step(state, arrays))
       jax.block_until_ready(metrics)
       done = time.perf_counter()
       seconds = info['seconds']
       runs.append({'iteration': done - start, 'sampling': seconds['sampling'],
-                   'verifying': seconds['verifying'], 'device_waits': seconds['verify_wait'],
+                   'verifying': seconds['verifying'], 'device_idle': seconds['device_idle'],
                    'updating': done - rolled})
   finally:
     scorer.close()
@@ -171,11 +186,14 @@ def main() -> None:
     weights_s, step_s = weights_share(config, args.repeats)
     print(f'2. bon_rl_weights at M = 32: {weights_s * 1e3:.3f} ms of a {step_s * 1e3:.1f} ms step '
           f'= {weights_s / step_s:.2%}')
-    it = rl_iteration(config, args.repeats, verifiers.CodeExecution(timeout_s=5.0))
-    print(f'3. RL iteration with the code verifier: {it["iteration"]:.2f} s = sampling '
-          f'{it["sampling"]:.2f} s + updating {it["updating"]:.2f} s, verifying '
-          f'{it["verifying"]:.2f} s of host work of which the device waited '
-          f'{it["device_waits"]:.2f} s ({it["device_waits"] / it["iteration"]:.0%} idle)')
+    print(f'3. RL iteration with the code verifier ({NUM_PROMPTS * NUM_SAMPLES} programs, '
+          f'{CHUNKS} chunks):')
+    for stream, label in ((True, 'update streamed'), (False, 'update waits   ')):
+      it = rl_iteration(config, args.repeats, verifiers.CodeExecution(timeout_s=5.0), stream)
+      print(f'   {label} {it["iteration"]:.2f} s = sampling {it["sampling"]:.2f} s + the rest of '
+            f'the update {it["updating"]:.2f} s; verifying {it["verifying"]:.2f} s of host '
+            f'work; the device idle {it["device_idle"]:.2f} s '
+            f'({it["device_idle"] / it["iteration"]:.0%})')
 
 
 if __name__ == '__main__':

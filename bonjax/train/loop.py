@@ -306,7 +306,9 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
     start = int(state.step)
     context = _Context(model=model, policy=policy, method=method, rollout=rollout, task=task,
                        tokenizer=tokenizer, scorer=scorer, mesh=device_mesh, seed=seed,
-                       updates_per_rollout=updates_per_rollout, eval_rollout=eval_rollout)
+                       updates_per_rollout=updates_per_rollout, eval_rollout=eval_rollout,
+                       stream_chunks=_stream_chunks(method, rollout, batch_size, microbatches,
+                                                    updates_per_rollout, device_mesh, rules))
     eval_batch = (_eval_batch(task, tokenizer, workdir, eval_prompts)
                   if eval_every and eval_rollout is not None else None)
     last: dict[str, Any] = {}
@@ -349,18 +351,49 @@ class _Context:
   seed: int
   updates_per_rollout: int
   eval_rollout: rollout_lib.Rollout | None
+  stream_chunks: int  # > 1: the update accumulates the rollout's chunks as they are scored
+
+
+def _stream_chunks(method, rollout, batch_size, microbatches, updates_per_rollout, mesh,
+                   rules) -> int:
+  """How many rollout chunks the update accumulates as they arrive (1: after the rollout).
+
+  Streaming overlaps the update with the verification of the chunks after the first and is
+  exact: each chunk holds microbatches / chunks of the microbatched update's microbatches.
+  """
+  chunks = rollout.chunks if rollout is not None and method.needs_rollouts else 1
+  if chunks == 1 or method.needs_expert or updates_per_rollout > 1:
+    return 1
+  shards = sharding.batch_shard_count(mesh, rules)
+  rows = batch_size // chunks
+  if (microbatches % chunks or batch_size % chunks or rows % shards
+      or (batch_size // jax.process_count()) % chunks):
+    _log(f'Rollout.chunks = {chunks}: the update waits for the whole rollout; to overlap it with '
+         f'the verification, make train.microbatches a multiple of {chunks} (it is '
+         f'{microbatches}) and each chunk\'s prompts a multiple of the {shards} batch shards')
+    return 1
+  return chunks
 
 
 def _one_step(ctx: _Context, step_fn, state, batch, step: int, ref_params) -> tuple[Any, dict]:
   """One step of the loop: the rollout if the method needs one, then the update(s)."""
   timings, host_metrics = {}, {}
   args = () if ref_params is None else (ref_params,)
+  total = None  # the streamed update's sums so far
   if ctx.method.needs_rollouts:
     step_key = jax.random.fold_in(jax.random.key(ctx.seed), step)
+
+    def accumulate(chunk):
+      nonlocal total
+      total = step_fn.accumulate(state.params, total, _local_to_global(chunk, ctx.mesh), *args,
+                                 microbatches=step_fn.microbatches // ctx.stream_chunks)
+      return total
+
     arrays, info = ctx.rollout(
         ctx.model, state.params, batch, step_key=step_key, tokenizer=ctx.tokenizer,
         scorer=ctx.scorer, prompt_format=ctx.task.text_format.prompt, mesh=ctx.mesh,
-        expert_format=ctx.task.text_format.target if ctx.method.needs_expert else None)
+        expert_format=ctx.task.text_format.target if ctx.method.needs_expert else None,
+        on_chunk=accumulate if ctx.stream_chunks > 1 else None)
     host_metrics = rollout_lib.rollout_metrics(arrays, info, ks=_powers_of_two(
         ctx.rollout.num_samples))
     timings.update(info['seconds'])
@@ -369,10 +402,13 @@ def _one_step(ctx: _Context, step_fn, state, batch, step: int, ref_params) -> tu
   else:
     arrays = _step_inputs(batch, ctx.method)
   start = time.perf_counter()
-  device_batch = _local_to_global(arrays, ctx.mesh)
-  updates = ctx.updates_per_rollout if ctx.method.needs_rollouts else 1
-  for _ in range(updates):
-    state, metrics = step_fn(state, device_batch, *args)
+  if total is not None:
+    state, metrics = step_fn.apply(state, total, step_fn.microbatches)
+  else:
+    device_batch = _local_to_global(arrays, ctx.mesh)
+    updates = ctx.updates_per_rollout if ctx.method.needs_rollouts else 1
+    for _ in range(updates):
+      state, metrics = step_fn(state, device_batch, *args)
   jax.block_until_ready(metrics)
   timings['updating'] = time.perf_counter() - start
   metrics = dict(metrics, **host_metrics, **{f'seconds/{k}': v for k, v in timings.items()})

@@ -5,9 +5,12 @@
 
 Overlap: every chunk's generation is dispatched before any result is read (jax runs them in
 order, asynchronously), so while the host decodes and verifies chunk c the device is already
-decoding chunk c + 1; only the last chunk's verification leaves the device idle. Verification runs
-on a persistent thread pool (`Scorer`), and the verifiers keep their own worker pools.
-This is exact: the samples of a prompt depend only on its key, never on the chunking.
+decoding chunk c + 1. Verification runs on a persistent thread pool (`Scorer`), and the verifiers
+keep their own worker pools. Given `on_chunk`, each chunk is handed over as soon as it is scored
+(the training loop dispatches its share of the update: `bonjax.train.steps`), so the device
+differentiates chunk c while the host still verifies chunk c + 1; without it, the last chunk's
+verification leaves the device idle. This is exact: the samples of a prompt depend only on its
+key, never on the chunking, and a chunk's weights only on its own prompts' samples.
 
 Determinism: prompt b's key is `fold_in(step_key, index_b)` with `index_b` its position in the
 dataset, so a rollout is a function of (seed, step, params) alone — the same on a resumed run, on
@@ -25,7 +28,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -106,13 +109,18 @@ class Rollout:
 
   def __call__(self, model: Any, params: PyTree, batch: Mapping[str, Any], *, step_key: jax.Array,
                tokenizer: data.Tokenizer, scorer: Scorer, prompt_format: str,
-               mesh: Mesh | None = None, expert_format: str | None = None
+               mesh: Mesh | None = None, expert_format: str | None = None,
+               on_chunk: Callable[[dict[str, np.ndarray]], Any] | None = None
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Samples, decodes and scores one prompt batch (a `bonjax.data.prompt_batches` batch).
 
     Returns the step's arrays (numpy, this process's rows: prompts, prompt_lengths, tokens,
     logprobs, lengths, scores, rewards, and with `expert_format` the reference solution as
-    expert_tokens, expert_lengths, expert_scores) and host-side info (texts, timings).
+    expert_tokens, expert_lengths, expert_scores) and host-side info (texts, timings:
+    'device_idle' is the time the device had nothing to do while the host waited for scores).
+    `on_chunk(arrays)`, if given, is called with each chunk's arrays (its rows of the above, but
+    the expert's) in order as soon as they are scored, and returns the device work it dispatched
+    (waited for before the idle time is counted) or None.
     """
     size = len(batch['prompts'])
     if mesh is None and jax.process_count() > 1:
@@ -134,22 +142,23 @@ class Rollout:
       futures.append(scorer.submit(prompt_texts[lo:hi], completions, batch['metadata'][lo:hi]))
       chunks.append((host, completions))
     sample_s = time.perf_counter() - start
-    results = [f.result() for f in futures]
+    results, parts, idle_s, dispatched = [], [], 0.0, None
+    for (lo, hi), (host, _), future in zip(bounds, chunks, futures):
+      jax.block_until_ready(dispatched)  # the device's queue is empty from here
+      waited = time.perf_counter()
+      results.append(future.result())
+      idle_s += time.perf_counter() - waited
+      parts.append(_chunk_arrays(batch, lo, hi, host, results[-1]))
+      if on_chunk is not None:
+        dispatched = on_chunk(parts[-1])
     verify_wait_s = time.perf_counter() - start - sample_s
     cat = lambda xs: np.concatenate(xs, axis=0)
-    arrays = {
-        'prompts': np.asarray(batch['prompts'], np.int32),
-        'prompt_lengths': np.asarray(batch['prompt_lengths'], np.int32),
-        'tokens': cat([h.tokens for h, _ in chunks]),
-        'logprobs': cat([h.logprobs for h, _ in chunks]),
-        'lengths': cat([h.lengths for h, _ in chunks]),
-        'scores': cat([r[0] for r in results]),
-        'rewards': cat([r[1] for r in results]),
-    }
+    arrays = {name: cat([part[name] for part in parts]) for name in parts[0]}
     info = {'completions': [c for _, cs in chunks for c in cs], 'prompt_texts': prompt_texts,
             'done': cat([h.done for h, _ in chunks]),
             'seconds': {'sampling': sample_s, 'verifying': sum(r[2] for r in results),
-                        'verify_wait': verify_wait_s, 'sample_wait': wait_s}}
+                        'verify_wait': verify_wait_s, 'device_idle': idle_s,
+                        'sample_wait': wait_s}}
     if expert_format is not None:
       arrays.update(self._expert(batch, tokenizer, scorer, prompt_texts, expert_format))
     return arrays, info
@@ -176,6 +185,13 @@ class Rollout:
     scores, _, _ = scorer.submit(prompt_texts, [[t] for t in texts], batch['metadata']).result()
     return {'expert_tokens': padded[:, None], 'expert_lengths': lengths[:, None].astype(np.int32),
             'expert_scores': scores[:, 0]}
+
+
+def _chunk_arrays(batch, lo, hi, host, result) -> dict[str, np.ndarray]:
+  return {'prompts': np.asarray(batch['prompts'][lo:hi], np.int32),
+          'prompt_lengths': np.asarray(batch['prompt_lengths'][lo:hi], np.int32),
+          'tokens': host.tokens, 'logprobs': host.logprobs, 'lengths': host.lengths,
+          'scores': result[0], 'rewards': result[1]}
 
 
 def _host_rows(array: jax.Array, mesh: Mesh | None) -> np.ndarray:

@@ -3,12 +3,15 @@
     train_step:      method.loss --jax.value_and_grad (summed over microbatches)--> grads
                      --optax update--> new state, metrics
     make_train_step: train_step jitted with explicit in/out shardings and the state donated,
-                     traced under the logical axis rules so the model's activation constraints bind
+                     traced under the logical axis rules so the model's activation constraints bind;
+                     its `accumulate` and `apply` are the same step in pieces, for a batch that
+                     arrives in chunks (a rollout's, as each chunk is verified)
 
-`train_step` is the only function in bonjax that computes gradients and applies an update: SFT,
-BoN-SFT, DCO and every policy-gradient estimator reach it through their `Method`
-(`bonjax.train.methods`). Per-sample weights are computed inside it, on the device, from the
-scores and rewards of the batch, and are constants of the gradient (docs/bon_math.md §5).
+`summed_gradients` is the only function in bonjax that computes gradients and `apply_gradients`
+the only one that applies an update; `train_step` is the two in one. SFT, BoN-SFT, DCO and every
+policy-gradient estimator reach them through their `Method` (`bonjax.train.methods`). Per-sample
+weights are computed inside, on the device, from the scores and rewards of the batch, and are
+constants of the gradient (docs/bon_math.md §5).
 """
 
 from __future__ import annotations
@@ -41,6 +44,39 @@ def _microbatches(batch: Batch, num: int) -> Batch:
   return jax.tree.map(split, dict(batch))
 
 
+def summed_gradients(policy: Policy, method: Method, params: PyTree, batch: Batch,
+                     ref_params: PyTree | None = None, *, microbatches: int = 1
+                     ) -> tuple[tuple[jax.Array, Metrics], PyTree]:
+  """((loss, metrics), grads) of `batch`, each summed over its `microbatches` (one at a time)."""
+
+  def loss_fn(params, micro):
+    return method.loss(policy, params, micro, ref_params)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if microbatches == 1:
+    return grad_fn(params, batch)
+  micro = _microbatches(batch, microbatches)
+  shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro))
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def accumulate(total, one_micro):
+    return jax.tree.map(jnp.add, total, grad_fn(params, one_micro)), None
+
+  return jax.lax.scan(accumulate, zeros, micro)[0]
+
+
+def apply_gradients(tx: optax.GradientTransformation, state: TrainState,
+                    summed: tuple[tuple[jax.Array, Metrics], PyTree], count: int
+                    ) -> tuple[TrainState, Metrics]:
+  """The optimizer update on the mean of `count` microbatches' summed ((loss, metrics), grads)."""
+  (loss, metrics), grads = summed if count == 1 else jax.tree.map(lambda x: x / count, summed)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
+                 update_norm=optax.tree.norm(updates), param_norm=optax.tree.norm(params))
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
 def train_step(policy: Policy, tx: optax.GradientTransformation, method: Method,
                state: TrainState, batch: Batch, ref_params: PyTree | None = None, *,
                microbatches: int = 1) -> tuple[TrainState, Metrics]:
@@ -59,28 +95,9 @@ def train_step(policy: Policy, tx: optax.GradientTransformation, method: Method,
   Returns:
     The new state and scalar metrics: loss, grad_norm, update_norm, param_norm and the method's.
   """
-
-  def loss_fn(params, micro):
-    return method.loss(policy, params, micro, ref_params)
-
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  if microbatches == 1:
-    (loss, metrics), grads = grad_fn(state.params, batch)
-  else:
-    micro = _microbatches(batch, microbatches)
-    shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro))
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-    def accumulate(total, one_micro):
-      return jax.tree.map(jnp.add, total, grad_fn(state.params, one_micro)), None
-
-    ((loss, metrics), grads), _ = jax.lax.scan(accumulate, zeros, micro)
-    loss, metrics, grads = jax.tree.map(lambda x: x / microbatches, (loss, metrics, grads))
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
-                 update_norm=optax.tree.norm(updates), param_norm=optax.tree.norm(params))
-  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  summed = summed_gradients(policy, method, state.params, batch, ref_params,
+                            microbatches=microbatches)
+  return apply_gradients(tx, state, summed, microbatches)
 
 
 def batch_shardings(batch: Batch, mesh: Mesh,
@@ -150,8 +167,57 @@ def make_train_step(policy: Policy, tx: optax.GradientTransformation, method: Me
     with jax.set_mesh(mesh):
       return jitted(batch).lower(*arguments(state, batch, ref_params))
 
+  # The step in pieces: `accumulate` each chunk of a batch as it arrives, then `apply` once. With
+  # the batch's microbatches split evenly over its chunks (chunk c holding microbatches
+  # c * k .. c * k + k - 1), the sums are the microbatched step's, in the same order.
+  def summed(params, batch, ref_params, count):
+    with nn.logical_axis_rules(rules):
+      return summed_gradients(policy, method, params, batch, ref_params, microbatches=count)
+
+  pieces: dict[tuple[Any, ...], Any] = {}
+
+  def accumulate_fns(params, batch, ref_params, count):
+    key = (tuple(sorted(batch)), count)
+    if key not in pieces:
+      ref_spec = (ref_shardings,) if with_reference else ()
+      shapes = jax.eval_shape(functools.partial(summed, count=count), params, dict(batch),
+                              ref_params)
+      total_shardings = (jax.tree.map(lambda _: replicated, shapes[0]), shardings.params)
+      zeros = jax.jit(lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+                      out_shardings=total_shardings)
+      add = jax.jit(lambda params, total, batch, *ref: jax.tree.map(
+                        jnp.add, total, summed(params, batch, ref[0] if ref else None, count)),
+                    in_shardings=(shardings.params, total_shardings,
+                                  batch_shardings(batch, mesh, rules)) + ref_spec,
+                    out_shardings=total_shardings, donate_argnums=1)
+      pieces[key] = zeros, add, total_shardings
+    return pieces[key]
+
+  def accumulate(params: PyTree, total: Any, batch: Batch, ref_params: PyTree | None = None, *,
+                 microbatches: int = 1) -> Any:
+    """total + ((loss, metrics), grads) of `batch` summed over its microbatches (total None:
+    the first chunk). Dispatched asynchronously; `total` is donated."""
+    arguments(None, batch, ref_params)  # the ref_params check
+    with jax.set_mesh(mesh):
+      zeros, add, _ = accumulate_fns(params, batch, ref_params, microbatches)
+      if total is None:
+        total = zeros()
+      return add(params, total, dict(batch), *(() if ref_params is None else (ref_params,)))
+
+  def apply(state: TrainState, total: Any, count: int) -> tuple[TrainState, Metrics]:
+    """The update on the mean of the `count` microbatches accumulated into `total`."""
+    key = ('apply', count, jax.tree.structure(total))
+    if key not in pieces:
+      total_shardings = jax.tree.map(lambda x: x.sharding, total)
+      pieces[key] = jax.jit(lambda state, total: apply_gradients(tx, state, total, count),
+                            in_shardings=(shardings, total_shardings),
+                            out_shardings=(shardings, replicated), donate_argnums=0)
+    with jax.set_mesh(mesh):
+      return pieces[key](state, total)
+
   step.lower = lower
   step.shardings = shardings
+  step.accumulate, step.apply, step.microbatches = accumulate, apply, microbatches
   return step
 
 

@@ -60,8 +60,32 @@ def test_rl_with_a_scripted_verifier_logs_bon_metrics(tmp_path, task):
               eval_prompts=4)
   for key in ('pass@1', 'pass@4', 'bon@2', 'all_wrong_groups', 'entropy_per_token',
               'kl_to_init', 'truncated_fraction', 'seconds/sampling', 'seconds/verifying',
-              'seconds/updating', 'sampled_tokens_per_second', 'eval/pass@4'):
+              'seconds/updating', 'seconds/device_idle', 'sampled_tokens_per_second',
+              'eval/pass@4'):
     assert key in last, key
+
+
+def test_the_update_streamed_over_the_rollout_chunks_is_the_microbatched_one(tmp_path, task,
+                                                                             capsys):
+  """Rollout.chunks = 2 with 2 microbatches: each chunk's gradient is taken as soon as it is
+  scored (while the next is verified), and the run is the one that waits for the whole rollout."""
+  def run(name, chunks):
+    _run(tmp_path / name, task, method=train.PolicyGradient('rloo'), batch_size=16,
+         microbatches=2, rollout=train.Rollout(num_samples=2, max_new_tokens=6, chunks=chunks),
+         reward=verifiers.AnswerMatch(), num_steps=2)
+    return metrics_lib.read_metrics(str(tmp_path / name))
+
+  waits, streams = run('waits', 1), run('streams', 2)
+  assert 'the update waits' not in capsys.readouterr().err
+  for waited, streamed in zip(waits, streams, strict=True):
+    assert waited['pass@2'] == streamed['pass@2']
+    np.testing.assert_allclose(streamed['loss'], waited['loss'], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(streamed['grad_norm'], waited['grad_norm'], rtol=1e-4)
+  # 16 prompts in 2 chunks of 8 on the 8 batch shards, but 1 microbatch cannot be split.
+  _run(tmp_path / 'one', task, method=train.PolicyGradient('rloo'), batch_size=16,
+       rollout=train.Rollout(num_samples=2, max_new_tokens=6, chunks=2),
+       reward=verifiers.AnswerMatch(), num_steps=1)
+  assert 'make train.microbatches a multiple of 2 (it is 1)' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('kwargs, message', [

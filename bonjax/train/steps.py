@@ -190,7 +190,7 @@ def make_train_step(policy: Policy, tx: optax.GradientTransformation, method: Me
                     in_shardings=(shardings.params, total_shardings,
                                   batch_shardings(batch, mesh, rules)) + ref_spec,
                     out_shardings=total_shardings, donate_argnums=1)
-      pieces[key] = zeros, add, total_shardings
+      pieces[key] = zeros, add
     return pieces[key]
 
   def accumulate(params: PyTree, total: Any, batch: Batch, ref_params: PyTree | None = None, *,
@@ -199,7 +199,7 @@ def make_train_step(policy: Policy, tx: optax.GradientTransformation, method: Me
     the first chunk). Dispatched asynchronously; `total` is donated."""
     arguments(None, batch, ref_params)  # the ref_params check
     with jax.set_mesh(mesh):
-      zeros, add, _ = accumulate_fns(params, batch, ref_params, microbatches)
+      zeros, add = accumulate_fns(params, batch, ref_params, microbatches)
       if total is None:
         total = zeros()
       return add(params, total, dict(batch), *(() if ref_params is None else (ref_params,)))

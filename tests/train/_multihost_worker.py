@@ -70,7 +70,8 @@ def main(spec: dict) -> None:
   methods = {
       'sft': dict(method=train.Sft()),
       # The verifier prefers short completions; the task reward is the answer's correctness.
-      'bon_rl_s': dict(method=train.PolicyGradient('bon_rl_s', bon_n=2),
+      # 2 microbatches over the 2 chunks: each chunk's gradient taken as soon as it is scored.
+      'bon_rl_s': dict(method=train.PolicyGradient('bon_rl_s', bon_n=2), microbatches=2,
                        rollout=train.Rollout(num_samples=4, max_new_tokens=6, chunks=2),
                        verifier=helpers.Scripted(lambda p, c, m: -len(c)),
                        reward=verifiers.AnswerMatch(), eval_every=2, eval_prompts=16),

@@ -61,7 +61,11 @@ class Block(nn.Module):
 
 
 def _scanned_blocks(cfg: TransformerConfig, layer_params: list[Any], x: jax.Array,
-                    positions: jax.Array, masks: dict[str, jax.Array]) -> jax.Array:
+                    positions: jax.Array, masks: dict[str, jax.Array],
+                    layer_caches: list[LayerCache] | None = None, start: jax.Array | None = None,
+                    prefix_layers: list[LayerCache] | None = None,
+                    prefix_masks: dict[str, jax.Array] | None = None
+                    ) -> tuple[jax.Array, list[LayerCache] | None]:
   """The blocks of a remat training forward as one `lax.scan` over periods of the layer pattern.
 
   Each period's params are stacked along a new leading axis and the scan body, rematerialized,
@@ -69,19 +73,32 @@ def _scanned_blocks(cfg: TransformerConfig, layer_params: list[Any], x: jax.Arra
   recomputed activations alive from the forward into the backward (XLA does); in a scan the
   backward is a loop that recomputes one period at a time, gathers included, so one period's
   weights and activations are live at once. Same ops, same values as the unrolled blocks.
+  With `layer_caches` (and a shared prefix's layers), the layers write their keys and values
+  into them and read the prefix, as the unrolled blocks do; returns the written caches.
   """
   period = len(cfg.attention_types)
   blocks = [Block(cfg, t, parent=None) for t in cfg.attention_types]
-  stacked = [jax.tree.map(lambda *leaves: jnp.stack(leaves), *layer_params[j::period])
-             for j in range(period)]
+  by_period = lambda layers: [jax.tree.map(lambda *leaves: jnp.stack(leaves), *layers[j::period])
+                              for j in range(period)]
+  xs = tuple(None if layers is None else by_period(layers)
+             for layers in (layer_params, layer_caches, prefix_layers))
 
   @functools.partial(jax.checkpoint, prevent_cse=False)  # a scan body needs no CSE barrier
-  def body(x, params):
-    for block, p, t in zip(blocks, params, cfg.attention_types):
-      x = block.apply({'params': p}, x, positions, masks[t], None, None)[0]
-    return x, None
+  def body(x, inputs):
+    params, caches, prefixes = inputs
+    written = []
+    for j, (block, t) in enumerate(zip(blocks, cfg.attention_types)):
+      prefix_args = () if prefixes is None else (prefixes[j], prefix_masks[t])
+      x, cache = block.apply({'params': params[j]}, x, positions, masks[t],
+                             None if caches is None else caches[j], start, *prefix_args)
+      written.append(cache)
+    return x, None if caches is None else written
 
-  return jax.lax.scan(body, x, stacked)[0]
+  x, written = jax.lax.scan(body, x, xs)
+  if written is None:
+    return x, None
+  return x, [jax.tree.map(lambda a: a[i // period], written[i % period])
+             for i in range(cfg.num_layers)]
 
 
 class Transformer(nn.Module):
@@ -123,6 +140,7 @@ class Transformer(nn.Module):
       cache: Cache | None = None,
       return_hidden: bool = False,
       segment_ids: jax.Array | None = None,
+      scan_cache: bool = False,
   ) -> jax.Array | tuple[jax.Array, Cache]:
     """Runs the model on tokens int32 [B, L].
 
@@ -142,6 +160,9 @@ class Transformer(nn.Module):
         attends only to earlier tokens of the same segment id, so several sequences packed into
         one row (each with positions restarting at 0) are computed as if run alone. None: one
         sequence per row.
+      scan_cache: with a cache, still scan the layers as the training forward does (when the
+        model scans): for a cached forward that is differentiated (`bonjax.train.logprobs`),
+        not for decoding, whose every step would restack the layers' params.
 
     Returns:
       float32 logits [B, L, vocab_size] (or the hidden states); with a cache, (that, updated cache).
@@ -190,10 +211,13 @@ class Transformer(nn.Module):
     new_layer_caches = []
     # A remat training forward scans its layers (_scanned_blocks); initialization creates the
     # params through the modules, and decoding (a cache) runs them one by one.
-    scan = self.scans and cache is None and not self.is_initializing()
+    scan = self.scans and (cache is None or scan_cache) and not self.is_initializing()
     if scan:
-      x = _scanned_blocks(cfg, [self.variables['params'][f'layer_{i}']
-                                for i in range(cfg.num_layers)], x, positions, masks)
+      x, new_layer_caches = _scanned_blocks(
+          cfg, [self.variables['params'][f'layer_{i}'] for i in range(cfg.num_layers)], x,
+          positions, masks, None if cache is None else cache['layers'],
+          None if cache is None else start, None if prefix is None else prefix['layers'],
+          None if prefix is None else prefix_masks)
     for i, attention_type in enumerate(() if scan else cfg.layer_attention_types):
       layer_cache = None if cache is None else cache['layers'][i]
       prefix_args = () if prefix is None else (prefix['layers'][i], prefix_masks[attention_type])

@@ -7,9 +7,11 @@
 
 Sharing the prompt makes the forward (and its backward) cost B * P + B * N * (T - 1) tokens instead
 of B * N * (P + T - 1): with N = 32 samples of a few-shot MATH prompt as long as its completions,
-about half. The gradient of the prompt's keys and values sums over its N completions, as it must.
-A model that scans its layers (`Transformer.scans`, remat) keeps the one forward over repeated
-prompts, whose memory `bonjax plan` accounts for; `share_prompt=False` asks for it anywhere.
+about half. The gradient of the prompt's keys and values sums over its N completions, as it must. A model
+that scans its layers (`Transformer.scans`, remat) scans both forwards (`scan_cache`), keeping
+the prompt's keys and values of every layer for the backward: B * P slots, where the repeated
+forward would keep B * N * P activations. `share_prompt=False` asks for the one forward over
+repeated prompts.
 
 The policy differentiated is the one that was sampled: the log-probabilities come from the same
 `bonjax.sampling` sampler object (temperature, then top-k / top-p / min-p filtering, renormalised)
@@ -77,14 +79,14 @@ def completion_logprobs(model: models.Transformer, params: Any, prompts: jax.Arr
     sampler: the sampler the completions were drawn with; its float parameters may be per prompt
       ([B] arrays), as in `bonjax.sampling.generate`.
     share_prompt: run each prompt once, as a prefix its N completions attend to (see the module
-      docstring; not for a model that scans its layers). The values are the same either way.
+      docstring). The values are the same either way.
   """
   _check_sampler(sampler)
   batch, num_samples, length = completions.shape
   if completion_lengths is None:
     completion_lengths = jnp.full((batch, num_samples), length, jnp.int32)
 
-  if share_prompt and not model.scans:
+  if share_prompt:
     scored = _shared_prompt_hidden(model, params, prompts, prompt_lengths, completions,
                                    completion_lengths, num_samples)
   else:
@@ -137,7 +139,8 @@ def _shared_prompt_hidden(model, params, prompts, prompt_lengths, completions,
   cache = nn.with_logical_constraint(cache, models.cache_logical_axes(cache))
   prompt_hidden, cache = model.apply(
       variables, prompts, positions=jnp.broadcast_to(slots, prompts.shape),
-      input_mask=slots < prompt_lengths[:, None], cache=cache, return_hidden=True)
+      input_mask=slots < prompt_lengths[:, None], cache=cache, return_hidden=True,
+      scan_cache=True)
   first = jnp.take_along_axis(prompt_hidden, (prompt_lengths - 1)[:, None, None], axis=1)
   first = jnp.repeat(first, num_samples, axis=0)
   if length == 1:
@@ -148,5 +151,6 @@ def _shared_prompt_hidden(model, params, prompts, prompt_lengths, completions,
   shared = nn.with_logical_constraint(shared, models.cache_logical_axes(shared))
   hidden, _ = model.apply(
       variables, fed, positions=jnp.repeat(prompt_lengths, num_samples)[:, None] + steps,
-      input_mask=steps < completion_lengths.reshape(-1, 1), cache=shared, return_hidden=True)
+      input_mask=steps < completion_lengths.reshape(-1, 1), cache=shared, return_hidden=True,
+      scan_cache=True)
   return jnp.concatenate([first, hidden], axis=1)

@@ -11,7 +11,7 @@ fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N, set before
 memory-minimizing scheduler (the default CPU scheduler favours concurrency and schedules every
 rematerialized block at once, which would hide what `remat` saves). A TPU's compiler schedules
 collectives its own way: the arguments are exact, the temporaries an estimate (Gemma 2B
-BoN-RL-V on 16 devices: 0.86x the analytic count, whose parts are printed beside them).
+BoN-RL-V on 16 devices: 0.85x the analytic count, whose parts are printed beside them).
 
 Depth: a model that scans its layers (`models.Transformer.scans`: remat, the pod configs) is
 compiled whole, since its loop body is one period of the layer pattern however deep it is (Gemma
@@ -205,8 +205,8 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
                 tokens; every position of an SFT row) x vocabulary: two f32 arrays (the logits,
                 the log-probabilities; the bf16 product is fused into the first)
   layer inputs  remat keeps each block's input for the backward: layers x tokens x D, the tokens
-                of a device's rows (rollouts: a model that does not scan its layers runs each
-                prompt once, as the prefix of its M completions, bonjax.train.logprobs)
+                of a device's rows (rollouts: each prompt once, as the prefix of its M
+                completions, bonjax.train.logprobs)
   one layer     the recomputed block being differentiated: its MLP hidden states (gate, up,
                 product) and its attention probabilities (and their gradient, f32)
   kv cache      generation: the prompt prefix and the samples' slots, keys and values, all layers
@@ -235,13 +235,10 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
   if config.method.needs_rollouts:
     rows_per_device = math.ceil(prompts * rollout.num_samples / shards)
     scored = rollout.max_new_tokens  # only the completion's positions are projected to logits
+    # Each prompt once, a prefix its completions attend to (bonjax.train.logprobs).
     prompt_len, fed = task.max_prompt_len, rollout.max_new_tokens - 1
-    if config.model.scans:  # each prompt repeated before each of its completions
-      tokens = rows_per_device * (prompt_len + fed)
-      scores = rows_per_device * (prompt_len + fed) ** 2
-    else:  # each prompt once, a prefix its completions attend to (bonjax.train.logprobs)
-      tokens = prompts_per_device * prompt_len + rows_per_device * fed
-      scores = prompts_per_device * prompt_len ** 2 + rows_per_device * fed * (prompt_len + fed)
+    tokens = prompts_per_device * prompt_len + rows_per_device * fed
+    scores = prompts_per_device * prompt_len ** 2 + rows_per_device * fed * (prompt_len + fed)
   else:
     rows_per_device = prompts_per_device
     scored = task.max_prompt_len + task.max_target_len

@@ -113,17 +113,30 @@ def test_shared_prompt_equals_repeated_prompt_in_value_and_gradient(length):
   chex.assert_trees_all_close(shared_grads, repeated_grads, atol=1e-5)
 
 
-def test_a_scanning_model_repeats_the_prompt():
-  """A remat model scans its layers, which a cached forward cannot: the same values either way."""
-  model = models.Transformer(dataclasses.replace(CONFIG, remat=True))
-  assert model.scans
-  _, params = _model_and_params()
-  prompts, completions = jnp.array([[5, 6, 7]], jnp.int32), jnp.array([[[8, 9], [10, 11]]])
+# Two periods of one layer; two periods of a local / global pair (Gemma 2's pattern).
+@pytest.mark.parametrize('changes', [
+    dict(), dict(num_layers=4, attention_types=('local', 'global'), sliding_window=2)])
+def test_a_scanning_model_shares_the_prompt_in_its_scan(changes):
+  """A remat model scans its layers in both cached forwards: the values and gradients of the
+  unrolled layers, and of the repeated prompt."""
+  config = dataclasses.replace(CONFIG, remat=True, **changes)
+  model = models.Transformer(config)
+  assert model.scans and config.num_layers == 2 * len(config.attention_types)
+  init = jax.jit(model.init)
+  params = nn.unbox(init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))['params'])
+  prompts = jnp.array([[5, 6, 7, 0], [9, 4, 0, 0]], jnp.int32)
+  completions = jnp.array([[[8, 9, 3], [10, 11, 4]], [[5, 5, 5], [6, 7, 8]]], jnp.int32)
 
-  def completion_logprobs(p, share_prompt=True):
-    return logprobs.completion_logprobs(model, p, prompts, jnp.array([3]), completions,
-                                        share_prompt=share_prompt)
+  def loss(p, model, share_prompt):
+    lp = logprobs.completion_logprobs(model, p, prompts, jnp.array([3, 2]), completions,
+                                      completion_lengths=jnp.array([[3, 2], [1, 3]]),
+                                      share_prompt=share_prompt)
+    return jnp.sum(lp * jnp.arange(1.0, 4.0)), lp
 
-  assert 'scan' in str(jax.make_jaxpr(completion_logprobs)(params))
-  chex.assert_trees_all_close(completion_logprobs(params),
-                              completion_logprobs(params, share_prompt=False), atol=1e-6)
+  grad = jax.jit(jax.grad(loss, has_aux=True), static_argnums=(1, 2))
+  assert 'scan' in str(jax.make_jaxpr(lambda p: loss(p, model, True))(params))
+  scanned_grads, scanned = grad(params, model, True)
+  for other in (models.Transformer(config, scan_layers=False), model):
+    grads, values = grad(params, other, other is not model)
+    chex.assert_trees_all_close(scanned, values, atol=1e-5)
+    chex.assert_trees_all_close(scanned_grads, grads, atol=1e-5)

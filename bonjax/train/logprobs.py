@@ -7,11 +7,11 @@
 
 Sharing the prompt makes the forward (and its backward) cost B * P + B * N * (T - 1) tokens instead
 of B * N * (P + T - 1): with N = 32 samples of a few-shot MATH prompt as long as its completions,
-about half. The gradient of the prompt's keys and values sums over its N completions, as it must. A model
-that scans its layers (`Transformer.scans`, remat) scans both forwards (`scan_cache`), keeping
-the prompt's keys and values of every layer for the backward: B * P slots, where the repeated
-forward would keep B * N * P activations. `share_prompt=False` asks for the one forward over
-repeated prompts.
+about half. The gradient of the prompt's keys and values sums over its N completions, as it
+must. A model that scans its layers (`Transformer.scans`, remat) scans both forwards
+(`scan_cache`), keeping the prompt's keys and values of every layer for the backward: B * P
+slots, where the repeated forward would keep B * N * P activations. `share_prompt=False` asks
+for the one forward over repeated prompts.
 
 The policy differentiated is the one that was sampled: the log-probabilities come from the same
 `bonjax.sampling` sampler object (temperature, then top-k / top-p / min-p filtering, renormalised)

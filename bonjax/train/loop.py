@@ -356,22 +356,12 @@ class _Context:
 
 def _stream_chunks(method, rollout, batch_size, microbatches, updates_per_rollout, mesh,
                    rules) -> int:
-  """How many rollout chunks the update accumulates as they arrive (1: after the rollout).
-
-  Streaming overlaps the update with the verification of the chunks after the first and is
-  exact: each chunk holds microbatches / chunks of the microbatched update's microbatches.
-  """
-  chunks = rollout.chunks if rollout is not None and method.needs_rollouts else 1
-  if chunks == 1 or method.needs_expert or updates_per_rollout > 1:
-    return 1
-  shards = sharding.batch_shard_count(mesh, rules)
-  rows = batch_size // chunks
-  if (microbatches % chunks or batch_size % chunks or rows % shards
-      or (batch_size // jax.process_count()) % chunks):
-    _log(f'Rollout.chunks = {chunks}: the update waits for the whole rollout; to overlap it with '
-         f'the verification, make train.microbatches a multiple of {chunks} (it is '
-         f'{microbatches}) and each chunk\'s prompts a multiple of the {shards} batch shards')
-    return 1
+  chunks, why_not = rollout_lib.streamed_chunks(
+      rollout, method, batch_size=batch_size, microbatches=microbatches,
+      shards=sharding.batch_shard_count(mesh, rules), processes=jax.process_count(),
+      updates_per_rollout=updates_per_rollout)
+  if why_not:
+    _log(why_not)
   return chunks
 
 

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from bonjax import models, sampling, sharding
 from bonjax.fake_devices import fake_device_flags, mesh_device_count
 from bonjax.train import methods as methods_lib
+from bonjax.train import rollout as rollout_lib
 from bonjax.train import state as state_lib
 from bonjax.train import steps as steps_lib
 from bonjax.train.optimizers import optimizer as make_optimizer
@@ -351,14 +352,20 @@ def _batch_shards(mesh, rules) -> int:
 
 
 def _notes(config: _Config, mesh) -> list[str]:
-  """What in the config makes the step need more than the analytic count."""
+  """What in the config makes the step need more than the analytic count, or keeps the update
+  from overlapping the rollout's verification (`rollout.streamed_chunks`)."""
   shards = _batch_shards(mesh, config.rules)
   prompts = config.batch_size // config.microbatches
+  notes = []
   if prompts % shards:
-    return [f'each microbatch holds {prompts} prompts, which the {shards} batch shards do not '
-            f'divide: the step reshards its rows (XLA replicates them first), so it needs more '
-            f'memory than counted; make batch_size / microbatches a multiple of {shards}']
-  return []
+    notes.append(f'each microbatch holds {prompts} prompts, which the {shards} batch shards do '
+                 f'not divide: the step reshards its rows (XLA replicates them first), so it '
+                 f'needs more memory than counted; make batch_size / microbatches a multiple of '
+                 f'{shards}')
+  _, why_not = rollout_lib.streamed_chunks(config.rollout, config.method,
+                                           batch_size=config.batch_size,
+                                           microbatches=config.microbatches, shards=shards)
+  return notes + ([why_not] if why_not else [])
 
 
 def _describe(spec: str, entry: dict[str, Any], config: _Config, budget: int) -> str:

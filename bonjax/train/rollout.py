@@ -80,6 +80,32 @@ class Scorer:
         scorer.close()
 
 
+def streamed_chunks(rollout: Rollout | None, method: Any, *, batch_size: int, microbatches: int,
+                    shards: int, processes: int = 1, updates_per_rollout: int = 1
+                    ) -> tuple[int, str | None]:
+  """How many chunks the update accumulates as they are scored (1: after the whole rollout),
+  and, when the rollout's chunks cannot be streamed, a line saying why.
+
+  Streaming is exact when each chunk holds microbatches / chunks of the microbatched update's
+  microbatches, and each chunk's prompts split evenly over the batch shards and the processes.
+  """
+  chunks = rollout.chunks if rollout is not None and method.needs_rollouts else 1
+  if chunks == 1 or method.needs_expert or updates_per_rollout > 1:
+    return 1, None
+  needs = []
+  if microbatches % chunks:
+    needs.append(f'train.microbatches a multiple of {chunks} (it is {microbatches})')
+  if batch_size % chunks or (batch_size // chunks) % shards:
+    needs.append(f'each chunk\'s prompts (batch_size / chunks = {batch_size / chunks:g}) a '
+                 f'multiple of the {shards} batch shards')
+  if (batch_size // processes) % chunks:
+    needs.append(f'each process\'s {batch_size // processes} prompts a multiple of {chunks}')
+  if needs:
+    return 1, (f'Rollout.chunks = {chunks}: the update waits for the whole rollout; to overlap '
+               f'it with the verification, make {" and ".join(needs)}')
+  return chunks, None
+
+
 def prompt_keys(step_key: jax.Array, index: np.ndarray) -> jax.Array:
   """One key per prompt from the step's key and the prompts' dataset indices [B]."""
   return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, jnp.asarray(index, jnp.uint32))

@@ -304,11 +304,16 @@ def train(workdir: str, *, model: models.Transformer, method: methods_lib.Method
                                      params=None if init is None else initial_params())
     ref_params = initial_params() if with_reference else None
     start = int(state.step)
+    stream_chunks, why_not = rollout_lib.streamed_chunks(
+        rollout, method, batch_size=batch_size, microbatches=microbatches,
+        shards=sharding.batch_shard_count(device_mesh, rules), processes=jax.process_count(),
+        updates_per_rollout=updates_per_rollout)
+    if why_not:
+      _log(why_not)
     context = _Context(model=model, policy=policy, method=method, rollout=rollout, task=task,
                        tokenizer=tokenizer, scorer=scorer, mesh=device_mesh, seed=seed,
                        updates_per_rollout=updates_per_rollout, eval_rollout=eval_rollout,
-                       stream_chunks=_stream_chunks(method, rollout, batch_size, microbatches,
-                                                    updates_per_rollout, device_mesh, rules))
+                       stream_chunks=stream_chunks)
     eval_batch = (_eval_batch(task, tokenizer, workdir, eval_prompts)
                   if eval_every and eval_rollout is not None else None)
     last: dict[str, Any] = {}
@@ -352,17 +357,6 @@ class _Context:
   updates_per_rollout: int
   eval_rollout: rollout_lib.Rollout | None
   stream_chunks: int  # > 1: the update accumulates the rollout's chunks as they are scored
-
-
-def _stream_chunks(method, rollout, batch_size, microbatches, updates_per_rollout, mesh,
-                   rules) -> int:
-  chunks, why_not = rollout_lib.streamed_chunks(
-      rollout, method, batch_size=batch_size, microbatches=microbatches,
-      shards=sharding.batch_shard_count(mesh, rules), processes=jax.process_count(),
-      updates_per_rollout=updates_per_rollout)
-  if why_not:
-    _log(why_not)
-  return chunks
 
 
 def _one_step(ctx: _Context, step_fn, state, batch, step: int, ref_params) -> tuple[Any, dict]:

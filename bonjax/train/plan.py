@@ -231,10 +231,10 @@ def analytic(config: _Config, mesh, abstract_state) -> dict[str, float]:
   if config.model.scans:
     out['stacked_layers'] = 2 * _shard_bytes(
         {name: tree for name, tree in abstract_state.params.items() if name.startswith('layer_')})
-  prompts = config.batch_size // config.microbatches
-  prompts_per_device = math.ceil(prompts / shards)
+  micro_prompts = config.batch_size // config.microbatches
+  prompts_per_device = math.ceil(micro_prompts / shards)
   if config.method.needs_rollouts:
-    rows_per_device = math.ceil(prompts * rollout.num_samples / shards)
+    rows_per_device = math.ceil(micro_prompts * rollout.num_samples / shards)
     scored = rollout.max_new_tokens  # only the completion's positions are projected to logits
     # Each prompt once, a prefix its completions attend to (bonjax.train.logprobs).
     prompt_len, fed = task.max_prompt_len, rollout.max_new_tokens - 1

@@ -152,11 +152,14 @@ def make_train_step(policy: Policy, tx: optax.GradientTransformation, method: Me
                            donate_argnums=0)
     return cache[key]
 
-  def arguments(state, batch, ref_params):
+  def reference(ref_params):
     if (ref_params is not None) != with_reference:
       raise ValueError(f'this step was made with with_reference={with_reference}; pass '
                        f'ref_params {"" if with_reference else "not "}accordingly')
-    return (state, dict(batch)) + ((ref_params,) if with_reference else ())
+    return (ref_params,) if with_reference else ()
+
+  def arguments(state, batch, ref_params):
+    return (state, dict(batch)) + reference(ref_params)
 
   def step(state: TrainState, batch: Batch, ref_params: PyTree | None = None):
     with jax.set_mesh(mesh):
@@ -197,12 +200,12 @@ def make_train_step(policy: Policy, tx: optax.GradientTransformation, method: Me
                  microbatches: int = 1) -> Any:
     """total + ((loss, metrics), grads) of `batch` summed over its microbatches (total None:
     the first chunk). Dispatched asynchronously; `total` is donated."""
-    arguments(None, batch, ref_params)  # the ref_params check
+    ref = reference(ref_params)
     with jax.set_mesh(mesh):
       zeros, add = accumulate_fns(params, batch, ref_params, microbatches)
       if total is None:
         total = zeros()
-      return add(params, total, dict(batch), *(() if ref_params is None else (ref_params,)))
+      return add(params, total, dict(batch), *ref)
 
   def apply(state: TrainState, total: Any, count: int) -> tuple[TrainState, Metrics]:
     """The update on the mean of the `count` microbatches accumulated into `total`."""

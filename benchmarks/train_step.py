@@ -20,7 +20,9 @@ benchmarks/sampling.py). Reported:
      into sampling / verifying / updating and the share of the iteration the device is idle,
      waiting for the host's scores (target < 20%); with the update streamed over the chunks
      (each differentiated while the next is verified, as `bonjax train` does when
-     train.microbatches is a multiple of Rollout.chunks) and, for the ratio, waiting for all.
+     train.microbatches is a multiple of Rollout.chunks) and, for the ratio, waiting for all;
+     and, for the ratio, streamed with an interpreter started per program instead of the
+     sandbox's fork server (`Sandbox(fork_server=False)`).
 The whole iteration against Tunix's GRPOLearner (same model, weights and workload, in its own
 venv) is benchmarks/rl_iteration.py.
 Times are medians of --repeats runs after a warm-up (compile); ratios are within this run.
@@ -130,7 +132,9 @@ def rl_iteration(config, repeats, verifier, stream: bool) -> dict[str, float]:
   sampler = sampling.ValidTokens(sampling.Temperature(1.0), tokenizer.vocab_size)
   model, step, state = make_step(config, train_lib.PolicyGradient('bon_rlb_p', bon_n=4), sampler,
                                  microbatches=CHUNKS)
-  scorer = train_lib.Scorer(verifier, verifier, max_workers=4)
+  # As experiments/base/humaneval.gin trains: the tests are the task reward and no separate
+  # verifier scores (BoN-RLB(P) needs the binary reward only), so each program runs once.
+  scorer = train_lib.Scorer(None, verifier, max_workers=4)
   rollout = train_lib.Rollout(num_samples=NUM_SAMPLES, max_new_tokens=NEW_TOKENS, chunks=CHUNKS,
                               sampler=sampler)
   runs = []
@@ -188,12 +192,19 @@ def main() -> None:
           f'= {weights_s / step_s:.2%}')
     print(f'3. RL iteration with the code verifier ({NUM_PROMPTS * NUM_SAMPLES} programs, '
           f'{CHUNKS} chunks):')
-    for stream, label in ((True, 'update streamed'), (False, 'update waits   ')):
-      it = rl_iteration(config, args.repeats, verifiers.CodeExecution(timeout_s=5.0), stream)
+    iterations = {}
+    for stream, fork_server, label in ((True, True, 'update streamed   '),
+                                       (False, True, 'update waits      '),
+                                       (True, False, 'streamed, fresh interpreters')):
+      verifier = verifiers.CodeExecution(timeout_s=5.0, fork_server=fork_server)
+      it = iterations[stream, fork_server] = rl_iteration(config, args.repeats, verifier, stream)
       print(f'   {label} {it["iteration"]:.2f} s = sampling {it["sampling"]:.2f} s + the rest of '
             f'the update {it["updating"]:.2f} s; verifying {it["verifying"]:.2f} s of host '
             f'work; the device idle {it["device_idle"]:.2f} s '
             f'({it["device_idle"] / it["iteration"]:.0%})')
+    print(f'   the fork server against an interpreter started per program: '
+          f'{iterations[True, False]["iteration"] / iterations[True, True]["iteration"]:.2f}x '
+          f'faster iteration')
 
 
 if __name__ == '__main__':

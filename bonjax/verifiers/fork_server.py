@@ -79,7 +79,7 @@ class ForkServer:
     try:
       self.process = subprocess.Popen(
           [python, "-I", "-c", _SOURCE + f"\nserve({server_end.fileno()})\n"], env=env,
-          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
           pass_fds=(server_end.fileno(),), start_new_session=True, close_fds=True)
     except OSError as error:
       parent_end.close()
@@ -92,8 +92,11 @@ class ForkServer:
     ready = select.select([parent_end], [], [], startup_timeout_s)[0]
     if not ready or parent_end.recv(_MAX_MESSAGE) != b"ready":
       self.close()
+      why = self.process.stderr.read()[-2000:].decode("utf-8", "replace").strip()
+      self.process.stderr.close()
       raise ServerLost(f"the fork server did not start within {startup_timeout_s} s "
-                       f"(exit status {self.process.returncode})")
+                       f"(exit status {self.process.returncode}){': ' + why if why else ''}")
+    self.process.stderr.close()  # Its runs write to their own pipes; a crash is seen as EOF.
 
   def alive(self) -> bool:
     return self.process.poll() is None

@@ -68,7 +68,8 @@ class SandboxLimits:
     timeout_s: wall-clock seconds the program and its tests may run before they are killed,
       counted from the moment the harness is ready to run them.
     startup_timeout_s: wall-clock seconds allowed to start the interpreter and the harness (not
-      counted in ``timeout_s``: on a loaded machine starting Python can take seconds).
+      counted in ``timeout_s``: on a loaded machine starting Python can take seconds); with the
+      fork server, to start the server and, for each run, to fork it.
     cpu_s: CPU seconds (RLIMIT_CPU, which also counts the interpreter's start); defaults to
       ``ceil(timeout_s) + 1``. A run stopped by it is reported as a timeout.
     memory_mb: address-space limit (RLIMIT_AS) in MiB, of the program's process and of the
@@ -243,8 +244,8 @@ class Sandbox:
     audit: install the child's audit hook (turn off only to test the outer layers alone).
     first_uid, num_uids: the uid range to use; ``num_uids`` bounds concurrent runs on the host.
     fork_server: fork each run from a pristine harness interpreter started once (see
-      ``_sandbox_server.py``) instead of starting an interpreter per run: about 5x less CPU
-      per run, the same layers.
+      ``_sandbox_server.py``; ``python`` must be >= 3.9) instead of starting an interpreter per
+      run: about 3x less CPU per run, the same layers.
   """
 
   def __init__(self, limits: SandboxLimits = SandboxLimits(), *, python: str | None = None,

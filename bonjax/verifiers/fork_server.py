@@ -115,7 +115,7 @@ class ForkServer:
       message = channel.recv(_MAX_MESSAGE) if ready else b""
       if not message.startswith(b"pid "):
         raise ServerLost("the fork server did not fork the run")
-    except (OSError, ServerLost) as error:
+    except OSError as error:  # ServerLost included.
       for fd in (stdout_read, stderr_read):
         os.close(fd)
       channel.close()
